@@ -10,7 +10,7 @@ wit_bindgen::generate!({
     default_bindings_module: "::agyn_policy_sdk::wasm",
 });
 
-use agyn::policy::types::{Call, Evaluation, Verdict};
+use agyn::policy::types::Verdict;
 
 /// The policies one component carries.
 pub trait Exports {

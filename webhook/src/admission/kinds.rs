@@ -1,0 +1,113 @@
+//! The kinds policies judge, and where each keeps its pod.
+
+/// A kind that is a Pod or carries a pod template.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WorkloadKind {
+    Pod,
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+    ReplicaSet,
+    ReplicationController,
+    Job,
+    CronJob,
+}
+
+use WorkloadKind::*;
+
+/// Group, kind, and the JSON pointer of the pod template ("" for a Pod).
+const TABLE: &[(WorkloadKind, &str, &str, &str)] = &[
+    (Pod, "", "Pod", ""),
+    (Deployment, "apps", "Deployment", "/spec/template"),
+    (StatefulSet, "apps", "StatefulSet", "/spec/template"),
+    (DaemonSet, "apps", "DaemonSet", "/spec/template"),
+    (ReplicaSet, "apps", "ReplicaSet", "/spec/template"),
+    (
+        ReplicationController,
+        "",
+        "ReplicationController",
+        "/spec/template",
+    ),
+    (Job, "batch", "Job", "/spec/template"),
+    (
+        CronJob,
+        "batch",
+        "CronJob",
+        "/spec/jobTemplate/spec/template",
+    ),
+];
+
+impl WorkloadKind {
+    pub const ALL: [WorkloadKind; 8] = [
+        Pod,
+        Deployment,
+        StatefulSet,
+        DaemonSet,
+        ReplicaSet,
+        ReplicationController,
+        Job,
+        CronJob,
+    ];
+
+    fn row(self) -> &'static (WorkloadKind, &'static str, &'static str, &'static str) {
+        TABLE
+            .iter()
+            .find(|row| row.0 == self)
+            .expect("every kind has a row")
+    }
+
+    /// The kind for an API group (`""` for the core group) and kind name.
+    pub fn from_group_kind(group: &str, kind: &str) -> Option<Self> {
+        TABLE
+            .iter()
+            .find(|(_, g, k, _)| *g == group && *k == kind)
+            .map(|row| row.0)
+    }
+
+    /// The kind for a manifest's `apiVersion` (`apps/v1`, `v1`) and `kind`.
+    pub fn from_api_version(api_version: &str, kind: &str) -> Option<Self> {
+        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        Self::from_group_kind(group, kind)
+    }
+
+    /// The kind by its name alone, as policy sets list kinds.
+    pub fn from_kind(kind: &str) -> Option<Self> {
+        TABLE.iter().find(|row| row.2 == kind).map(|row| row.0)
+    }
+
+    pub fn kind(self) -> &'static str {
+        self.row().2
+    }
+
+    /// The JSON pointer of the pod template; `""` for a Pod itself.
+    pub fn template_pointer(self) -> &'static str {
+        self.row().3
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_by_group_and_api_version() {
+        assert_eq!(
+            WorkloadKind::from_api_version("apps/v1", "Deployment"),
+            Some(Deployment)
+        );
+        assert_eq!(WorkloadKind::from_api_version("v1", "Pod"), Some(Pod));
+        assert_eq!(
+            WorkloadKind::from_api_version("batch/v1", "CronJob"),
+            Some(CronJob)
+        );
+        // Same kind name, another group: not ours.
+        assert_eq!(
+            WorkloadKind::from_api_version("example.com/v1", "Deployment"),
+            None
+        );
+        assert_eq!(WorkloadKind::from_api_version("v1", "ConfigMap"), None);
+        for kind in WorkloadKind::ALL {
+            assert_eq!(WorkloadKind::from_kind(kind.kind()), Some(kind));
+        }
+    }
+}

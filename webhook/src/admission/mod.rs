@@ -1,0 +1,35 @@
+//! Admission: from a request to a [`Decision`], shared by the webhook
+//! server and the `check` dry run.
+//!
+//! [`review`] picks the Pod out of the object ([`kinds`], `pod`), runs
+//! every matching policy of the set through the engine, and combines the
+//! verdicts and the mutations into one [`Decision`] with one JSON Patch.
+
+mod decision;
+pub mod kinds;
+mod pod;
+mod request;
+mod review;
+
+pub use decision::{Decision, PolicyOutcome, PolicyResult, Violation};
+pub use request::AdmissionRequest;
+pub use review::review;
+
+use kinds::WorkloadKind;
+use thiserror::Error;
+
+/// A request that cannot be judged at all (not a policy's verdict).
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ReviewError {
+    #[error("the request has no object")]
+    NoObject,
+    #[error("the object is not a JSON object")]
+    NotAnObject,
+    #[error("the {kind:?} has no pod template at {pointer}", kind = kind.kind())]
+    NoTemplate {
+        kind: WorkloadKind,
+        pointer: &'static str,
+    },
+    #[error("the request has no namespace")]
+    NoNamespace,
+}

@@ -1,0 +1,64 @@
+use k8s_openapi::api::authentication::v1::UserInfo;
+use kube::core::GroupVersionKind;
+use kube::core::admission::Operation;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// An `admission.k8s.io/v1` AdmissionRequest.
+///
+/// Ours rather than kube's `AdmissionRequest<DynamicObject>`: the object
+/// stays a plain JSON value (it is only ever cut into a Pod and diffed), and
+/// parsing it skips `DynamicObject`'s two flattened fields.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionRequest {
+    pub uid: String,
+    pub kind: GroupVersionKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_resource: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub operation: Operation,
+    #[serde(default)]
+    pub user_info: UserInfo,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_object: Option<Value>,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// The request as policies receive it: everything but the objects, which
+/// travel separately (the pod may be cut out of a template).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct GuestRequest<'a> {
+    uid: &'a str,
+    kind: &'a GroupVersionKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sub_resource: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    namespace: &'a str,
+    operation: &'a Operation,
+    user_info: &'a UserInfo,
+    dry_run: bool,
+}
+
+impl<'a> GuestRequest<'a> {
+    pub(super) fn new(request: &'a AdmissionRequest, namespace: &'a str) -> Self {
+        GuestRequest {
+            uid: &request.uid,
+            kind: &request.kind,
+            sub_resource: request.sub_resource.as_deref(),
+            name: request.name.as_deref(),
+            namespace,
+            operation: &request.operation,
+            user_info: &request.user_info,
+            dry_run: request.dry_run,
+        }
+    }
+}

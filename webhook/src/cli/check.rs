@@ -1,0 +1,105 @@
+//! `agyn-admission check`: the same engine and policy set as the webhook,
+//! over manifests, offline.
+
+use super::manifests::{self, Manifest};
+use super::report::{self, CheckResult, Format};
+use super::{EngineArgs, Exit};
+use crate::admission::{self, AdmissionRequest, kinds::WorkloadKind};
+use crate::config::PolicySet;
+use anyhow::Context;
+use kube::core::GroupVersionKind;
+use kube::core::admission::Operation;
+use serde_json::Value;
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Manifests: files, directories (read recursively for *.yaml, *.yml,
+    /// *.json) or `-` for stdin (`helm template . | agyn-admission check -`).
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+
+    #[command(flatten)]
+    engine: EngineArgs,
+
+    /// The namespace of objects that name none (as `kubectl apply -n`).
+    #[arg(short, long, default_value = "default")]
+    namespace: String,
+
+    /// How to print the results.
+    #[arg(short, long, value_enum, default_value_t = Format::Table)]
+    output: Format,
+
+    /// With `-o table`, print each object's JSON Patch.
+    #[arg(long)]
+    show_patch: bool,
+}
+
+pub fn run(args: CheckArgs) -> anyhow::Result<Exit> {
+    let manifests = manifests::read(&args.paths)?;
+    let engine = args.engine.engine()?;
+    let set = PolicySet::load(&args.engine.source(), &engine)?;
+    let results = manifests
+        .into_iter()
+        .map(|m| judge(&set, &args.namespace, m))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut stdout = std::io::stdout().lock();
+    report::write(&mut stdout, args.output, args.show_patch, &results)?;
+    Ok(if results.iter().all(|r| r.allowed) {
+        Exit::Admitted
+    } else {
+        Exit::Denied
+    })
+}
+
+/// Reviews a manifest as the API server would present it on CREATE.
+fn judge(
+    set: &PolicySet,
+    default_namespace: &str,
+    manifest: Manifest,
+) -> anyhow::Result<CheckResult> {
+    let Manifest { origin, object } = manifest;
+    let api_version = object["apiVersion"].as_str().unwrap_or_default();
+    let kind = object["kind"].as_str().unwrap_or_default().to_string();
+    let name = object
+        .pointer("/metadata/name")
+        .or_else(|| object.pointer("/metadata/generateName"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let namespace = object
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or(default_namespace)
+        .to_string();
+    let mut result = CheckResult::new(
+        origin.clone(),
+        kind.clone(),
+        namespace.clone(),
+        name.clone(),
+    );
+    if WorkloadKind::from_api_version(api_version, &kind).is_none() {
+        result.skipped = Some("not a Pod or a workload with a pod template".into());
+        result.object = object;
+        return Ok(result);
+    }
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let request = AdmissionRequest {
+        uid: format!("check-{origin}"),
+        kind: GroupVersionKind::gvk(group, version, &kind),
+        sub_resource: None,
+        name: Some(name),
+        namespace: Some(namespace),
+        operation: Operation::Create,
+        user_info: Default::default(),
+        object: Some(object),
+        old_object: None,
+        dry_run: true,
+    };
+    let decision = admission::review(set, &request).with_context(|| format!("{origin}"))?;
+    let mut object = request.object.expect("set above");
+    json_patch::patch(&mut object, &decision.patch)
+        .with_context(|| format!("{origin}: the combined patch does not apply"))?;
+    result.record(decision, object);
+    Ok(result)
+}

@@ -1,0 +1,158 @@
+//! Reading manifests: files, directories and stdin; YAML streams, JSON, and
+//! `kind: List`.
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// Where an object came from: `file#document` (1-based), and the item of a
+/// `kind: List`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub file: String,
+    pub document: usize,
+    pub item: Option<usize>,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}#{}", self.file, self.document)?;
+        if let Some(item) = self.item {
+            write!(f, ".items[{item}]")?;
+        }
+        Ok(())
+    }
+}
+
+pub struct Manifest {
+    pub origin: Origin,
+    pub object: Value,
+}
+
+/// Every object in `paths`, in order; directories are read recursively
+/// (`*.yaml`, `*.yml`, `*.json`, sorted by name), `-` is stdin.
+pub fn read(paths: &[PathBuf]) -> anyhow::Result<Vec<Manifest>> {
+    let mut manifests = Vec::new();
+    for path in paths {
+        if path.as_os_str() == "-" {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("cannot read stdin")?;
+            parse("-", &text, &mut manifests)?;
+        } else if path.is_dir() {
+            for file in files_under(path)? {
+                read_file(&file, &mut manifests)?;
+            }
+        } else {
+            read_file(path, &mut manifests)?;
+        }
+    }
+    Ok(manifests)
+}
+
+fn files_under(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let entries = std::fs::read_dir(&dir)
+            .with_context(|| format!("cannot read directory {}", dir.display()))?;
+        for entry in entries {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml" | "json")
+            ) {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn read_file(path: &Path, out: &mut Vec<Manifest>) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    parse(&path.display().to_string(), &text, out)
+}
+
+fn parse(file: &str, text: &str, out: &mut Vec<Manifest>) -> anyhow::Result<()> {
+    let documents: Vec<Value> = if file.ends_with(".json") {
+        vec![serde_json::from_str(text).with_context(|| format!("{file}: invalid JSON"))?]
+    } else {
+        serde_saphyr::from_str_multiple(text).with_context(|| format!("{file}: invalid YAML"))?
+    };
+    for (index, document) in documents.into_iter().enumerate() {
+        let origin = Origin {
+            file: file.to_string(),
+            document: index + 1,
+            item: None,
+        };
+        match document {
+            Value::Null => {}
+            Value::Object(ref map) if map.get("kind").and_then(Value::as_str) == Some("List") => {
+                let Some(Value::Array(items)) = map.get("items") else {
+                    bail!("{origin}: a List without items");
+                };
+                for (item, object) in items.iter().enumerate() {
+                    let origin = Origin {
+                        item: Some(item),
+                        ..origin.clone()
+                    };
+                    out.push(manifest(origin, object.clone())?);
+                }
+            }
+            object => out.push(manifest(origin, object)?),
+        }
+    }
+    Ok(())
+}
+
+fn manifest(origin: Origin, object: Value) -> anyhow::Result<Manifest> {
+    let well_formed = object.is_object()
+        && object.get("apiVersion").is_some_and(Value::is_string)
+        && object.get("kind").is_some_and(Value::is_string);
+    if !well_formed {
+        bail!("{origin}: not a Kubernetes object (a mapping with apiVersion and kind)");
+    }
+    Ok(Manifest { origin, object })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_streams_lists_and_empty_documents() {
+        let mut out = Vec::new();
+        let text = "---\napiVersion: v1\nkind: Pod\n---\n---\napiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: ConfigMap}\n- {apiVersion: apps/v1, kind: Deployment}\n";
+        parse("x.yaml", text, &mut out).unwrap();
+        let origins: Vec<String> = out.iter().map(|m| m.origin.to_string()).collect();
+        assert_eq!(
+            origins,
+            ["x.yaml#1", "x.yaml#3.items[0]", "x.yaml#3.items[1]"]
+        );
+    }
+
+    #[test]
+    fn errors_name_file_and_document() {
+        let mut out = Vec::new();
+        let err = parse(
+            "x.yaml",
+            "apiVersion: v1\nkind: Pod\n---\n- a list\n",
+            &mut out,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "x.yaml#2: not a Kubernetes object (a mapping with apiVersion and kind)"
+        );
+        let err = parse("y.json", "{", &mut out).unwrap_err();
+        assert_eq!(err.to_string(), "y.json: invalid JSON");
+    }
+}

@@ -1,0 +1,168 @@
+//! The wasmtime host: compiles policy components once, then runs each
+//! evaluation in a fresh instance under a deadline and a memory cap.
+//!
+//! [`Engine`] owns the one `wasmtime::Engine` of the process (pooling
+//! allocator, epoch interruption) and the WASI linker. [`Engine::load`]
+//! turns component bytes into a [`PolicyComponent`], compiled or read from
+//! the [`cache`], pre-instantiated; [`PolicyComponent::evaluate`] is one
+//! `evaluate` call of the `agyn:policy` world. No failure of a component
+//! (trap, deadline, memory, garbage) escapes as anything but an
+//! [`EvalError`].
+
+mod cache;
+mod component;
+mod epoch;
+
+pub use component::{Call, Evaluation, PolicyComponent, Verdict};
+
+use std::path::PathBuf;
+use std::time::Duration;
+use thiserror::Error;
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// How often the epoch advances: the granularity of every deadline.
+const EPOCH_TICK: Duration = Duration::from_millis(2);
+
+/// The largest memory any policy may be given; per-policy caps sit below it.
+pub const MAX_MEMORY_LIMIT: usize = 1 << 30;
+
+/// Instances that may exist at once. Each evaluation holds one for a few
+/// microseconds; the server bounds its concurrency below this.
+pub const MAX_CONCURRENT_INSTANCES: u32 = 256;
+
+/// The budget of one evaluation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub deadline: Duration,
+    pub memory: usize,
+}
+
+impl Default for Limits {
+    /// A pod through a policy takes tens of microseconds; these leave two
+    /// orders of magnitude of room while keeping a hung policy from holding
+    /// a request for long.
+    fn default() -> Self {
+        Limits {
+            deadline: Duration::from_millis(100),
+            memory: 64 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum LoadError {
+    #[error("sha256 mismatch: expected {expected}, the module is {actual}")]
+    Sha256Mismatch { expected: String, actual: String },
+    #[error("not a valid policy component: {0:#}")]
+    Compile(wasmtime::Error),
+    #[error("the component does not implement the agyn:policy world: {0:#}")]
+    Link(wasmtime::Error),
+    #[error("listing its policies failed: {0}")]
+    Policies(EvalError),
+}
+
+/// Why an evaluation produced no verdict.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum EvalError {
+    #[error("exceeded its deadline of {0:?}")]
+    Deadline(Duration),
+    #[error("exceeded its memory limit of {0} bytes")]
+    Memory(usize),
+    #[error("trapped: {0}")]
+    Trap(String),
+    #[error("returned a malformed verdict: {0}")]
+    Malformed(String),
+    /// The policy itself reported that it could not judge (bad settings,
+    /// an object it cannot read).
+    #[error("reported an error: {0}")]
+    Policy(String),
+}
+
+/// Where and whether compiled components are kept between runs.
+#[derive(Clone, Debug, Default)]
+pub struct EngineOptions {
+    /// Directory for precompiled artifacts; `None` compiles on every start.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// The process-wide WebAssembly engine.
+pub struct Engine {
+    wasmtime: wasmtime::Engine,
+    linker: Linker<HostState>,
+    cache: Option<cache::Cache>,
+    _ticker: epoch::Ticker,
+}
+
+impl Engine {
+    pub fn new(options: &EngineOptions) -> anyhow::Result<Self> {
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(MAX_CONCURRENT_INSTANCES)
+            .total_core_instances(MAX_CONCURRENT_INSTANCES * 4)
+            .total_memories(MAX_CONCURRENT_INSTANCES * 2)
+            .total_tables(MAX_CONCURRENT_INSTANCES * 4)
+            .max_memory_size(MAX_MEMORY_LIMIT)
+            // Keeping the first pages mapped between instances removes the
+            // page faults that otherwise dominate a short call.
+            .linear_memory_keep_resident(2 << 20)
+            .table_keep_resident(64 << 10);
+        let mut config = wasmtime::Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let wasmtime = wasmtime::Engine::new(&config)?;
+        let mut linker = Linker::new(&wasmtime);
+        // Rust's std makes every wasip2 component import WASI; the context
+        // grants nothing (no files, sockets, environment or arguments).
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        let cache = options
+            .cache_dir
+            .as_ref()
+            .map(|dir| cache::Cache::new(dir, &wasmtime));
+        let ticker = epoch::Ticker::start(wasmtime.clone(), EPOCH_TICK);
+        Ok(Engine {
+            wasmtime,
+            linker,
+            cache,
+            _ticker: ticker,
+        })
+    }
+
+    /// Compiles (or reads from the cache) and links a policy component,
+    /// refusing it if `sha256` is given and does not match.
+    pub fn load(&self, bytes: &[u8], sha256: Option<&str>) -> Result<PolicyComponent, LoadError> {
+        let digest = cache::sha256_hex(bytes);
+        if let Some(expected) = sha256
+            && !expected.eq_ignore_ascii_case(&digest)
+        {
+            return Err(LoadError::Sha256Mismatch {
+                expected: expected.to_string(),
+                actual: digest,
+            });
+        }
+        let compiled = match &self.cache {
+            Some(cache) => cache.load_or_compile(&self.wasmtime, bytes, &digest),
+            None => wasmtime::component::Component::new(&self.wasmtime, bytes),
+        }
+        .map_err(LoadError::Compile)?;
+        PolicyComponent::new(self, &compiled, digest)
+    }
+}
+
+/// What every store carries: WASI with nothing granted, and the limits.
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: component::MemoryCap,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
