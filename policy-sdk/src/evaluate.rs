@@ -60,7 +60,7 @@ impl Entry {
     }
 }
 
-fn settings<P: Policy>(json: &str) -> Result<P::Settings, String> {
+pub(crate) fn settings<P: Policy>(json: &str) -> Result<P::Settings, String> {
     match json.trim() {
         "" | "null" => Ok(P::Settings::default()),
         json => serde_json::from_str(json).map_err(|e| format!("invalid settings: {e}")),

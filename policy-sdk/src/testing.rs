@@ -75,11 +75,11 @@ pub fn run<P: Policy>(
     }
 }
 
-/// Parses settings as a policy set would pass them, panicking on error.
+/// Parses and checks settings as a policy set would pass them (`""` and
+/// `null` mean the defaults), panicking on error.
 pub fn settings<P: Policy>(json: &str) -> P::Settings {
-    let entry = crate::entry::<P>();
-    entry
+    crate::entry::<P>()
         .validate_settings(json)
         .unwrap_or_else(|e| panic!("{e}"));
-    serde_json::from_str(json).expect("settings checked above")
+    crate::evaluate::settings::<P>(json).expect("checked above")
 }

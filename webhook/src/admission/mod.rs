@@ -25,7 +25,7 @@ pub enum ReviewError {
     NoObject,
     #[error("the object is not a JSON object")]
     NotAnObject,
-    #[error("the {kind:?} has no pod template at {pointer}", kind = kind.kind())]
+    #[error("the {} has no pod template at {pointer}", kind.kind())]
     NoTemplate {
         kind: WorkloadKind,
         pointer: &'static str,

@@ -76,9 +76,12 @@ pub fn review(set: &PolicySet, request: &AdmissionRequest) -> Result<Decision, R
         pod: pod.clone(),
         results: Vec::with_capacity(matching.len()),
     };
+    // Most of a Pod's spec is immutable once created: a patch on UPDATE
+    // would only make the API server refuse the update.
+    let mutate = operation == Operation::Create || kind != WorkloadKind::Pod;
     let mut stale = Vec::new();
     for segment in matching.chunk_by(|a, b| a.component == b.component) {
-        if run.evaluate(segment, true) {
+        if run.evaluate(segment, mutate) {
             stale.extend(0..run.results.len() - segment.len());
         }
     }

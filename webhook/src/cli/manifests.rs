@@ -7,8 +7,8 @@ use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// Where an object came from: `file#document` (1-based), and the item of a
-/// `kind: List`.
+/// Where an object came from: `file#document` (1-based, empty documents
+/// not counted), and the item of a `kind: List`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Origin {
     pub file: String,
@@ -135,7 +135,7 @@ mod tests {
         let origins: Vec<String> = out.iter().map(|m| m.origin.to_string()).collect();
         assert_eq!(
             origins,
-            ["x.yaml#1", "x.yaml#3.items[0]", "x.yaml#3.items[1]"]
+            ["x.yaml#1", "x.yaml#2.items[0]", "x.yaml#2.items[1]"]
         );
     }
 

@@ -1,5 +1,7 @@
+use super::epoch::Ticker;
 use super::{Engine, EvalError, HostState, Limits, LoadError, MAX_MEMORY_LIMIT};
 use std::fmt;
+use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, Trap};
 use wasmtime_wasi::WasiCtx;
@@ -20,6 +22,9 @@ pub use bindings::agyn::policy::types::{Call, Evaluation, Verdict};
 pub struct PolicyComponent {
     pre: PolicyPre<HostState>,
     engine: wasmtime::Engine,
+    /// Deadlines need the epoch to advance for as long as the component
+    /// can run, even after the `Engine` that loaded it is gone.
+    _ticker: Arc<Ticker>,
     policies: Vec<String>,
     sha256: String,
 }
@@ -47,6 +52,7 @@ impl PolicyComponent {
         let mut this = PolicyComponent {
             pre,
             engine: engine.wasmtime.clone(),
+            _ticker: engine.ticker.clone(),
             policies: Vec::new(),
             sha256,
         };

@@ -16,6 +16,7 @@ mod epoch;
 pub use component::{Call, Evaluation, PolicyComponent, Verdict};
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 use wasmtime::component::{Linker, ResourceTable};
@@ -92,7 +93,7 @@ pub struct Engine {
     wasmtime: wasmtime::Engine,
     linker: Linker<HostState>,
     cache: Option<cache::Cache>,
-    _ticker: epoch::Ticker,
+    ticker: Arc<epoch::Ticker>,
 }
 
 impl Engine {
@@ -121,12 +122,12 @@ impl Engine {
             .cache_dir
             .as_ref()
             .map(|dir| cache::Cache::new(dir, &wasmtime));
-        let ticker = epoch::Ticker::start(wasmtime.clone(), EPOCH_TICK);
+        let ticker = Arc::new(epoch::Ticker::start(wasmtime.clone(), EPOCH_TICK));
         Ok(Engine {
             wasmtime,
             linker,
             cache,
-            _ticker: ticker,
+            ticker,
         })
     }
 

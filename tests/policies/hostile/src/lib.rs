@@ -29,10 +29,10 @@ impl Guest for Hostile {
     }
 
     fn validate_settings(policy: String, settings: String) -> Result<(), String> {
-        match settings.as_str() {
-            "reject" => Err(format!("{policy} refuses these settings")),
-            _ => Ok(()),
+        if settings.contains("reject") {
+            return Err(format!("{policy} refuses these settings"));
         }
+        Ok(())
     }
 
     fn evaluate(_request: String, object: String, calls: Vec<Call>) -> Evaluation {

@@ -1,0 +1,203 @@
+//! `agyn-admission check` end to end: the built binary on the bundled
+//! examples and on generated input, its outputs and its exit codes.
+
+mod common;
+
+use serde_json::Value;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_agyn-admission");
+
+fn examples() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+fn check(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(BIN)
+        .arg("check")
+        .args(["--cache-dir", common::cache_dir().to_str().unwrap()])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.unwrap_or_default().as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn json(output: &Output) -> Vec<Value> {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+#[test]
+fn the_examples_are_judged_as_their_comments_say() {
+    let out = check(&["-o", "json", examples().to_str().unwrap()], None);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results = json(&out);
+    let verdict = |name: &str| {
+        let r = results
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("{name} missing"));
+        match (r.get("skipped"), r["allowed"].as_bool().unwrap()) {
+            (Some(_), _) => "skipped",
+            (None, true) => "admitted",
+            (None, false) => "denied",
+        }
+    };
+    for (name, expected) in [
+        ("api", "admitted"),
+        ("gateway", "admitted"),
+        ("agent-run-43", "admitted"),
+        ("api-config", "skipped"),
+        ("debug", "denied"),
+        ("legacy-worker", "denied"),
+        ("agent-run-42", "denied"),
+        ("node-exporter", "denied"),
+    ] {
+        assert_eq!(verdict(name), expected, "{name}");
+    }
+    for r in &results {
+        for field in [
+            "source",
+            "kind",
+            "namespace",
+            "name",
+            "allowed",
+            "violations",
+            "warnings",
+            "patch",
+        ] {
+            assert!(r.get(field).is_some(), "{field} missing in {r}");
+        }
+    }
+    let debug = results.iter().find(|r| r["name"] == "debug").unwrap();
+    let messages: Vec<String> = debug["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            format!(
+                "{}: {}",
+                v["policy"].as_str().unwrap(),
+                v["message"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(messages.contains(&"readonly-root-filesystem: container \"shell\": securityContext.readOnlyRootFilesystem must be true (is false)".to_string()), "{messages:?}");
+    assert!(
+        debug["source"]
+            .as_str()
+            .unwrap()
+            .ends_with("examples/agyn/debug-pod.yaml#1")
+    );
+}
+
+#[test]
+fn mutated_manifests_are_admitted_as_they_are() {
+    let bare = examples().join("agyn/bare-deployment.yaml");
+    let out = check(&["-o", "manifests", bare.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(0));
+    let mutated = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        mutated.contains("readOnlyRootFilesystem: true"),
+        "{mutated}"
+    );
+    // Checked again, the mutated manifest needs no patch and passes.
+    let again = check(&["-o", "json", "-"], Some(&mutated));
+    assert_eq!(again.status.code(), Some(0));
+    let results = json(&again);
+    assert_eq!(results[0]["patch"], Value::Array(vec![]));
+    assert_eq!(results[0]["source"], "-#1");
+}
+
+#[test]
+fn stdin_lists_and_the_namespace_flag() {
+    let list = r#"{"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "root"},
+         "spec": {"containers": [{"name": "c", "image": "i", "securityContext": {"runAsUser": 0}}]}}]}"#;
+    let out = check(&["-o", "json", "-n", "agyn", "-"], Some(list));
+    assert_eq!(out.status.code(), Some(1));
+    let results = json(&out);
+    assert_eq!(results[0]["namespace"], "agyn");
+    assert_eq!(results[0]["source"], "-#1.items[0]");
+    // kube-system is exempt: the same pod passes there.
+    let out = check(&["-n", "kube-system", "-"], Some(list));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn input_errors_exit_2_and_name_the_file_and_document() {
+    let dir = common::temp_dir("bad-input");
+    let file = dir.join("broken.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\n---\njust a string\n",
+    )
+    .unwrap();
+    let out = check(&[file.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("broken.yaml#2: not a Kubernetes object"),
+        "{stderr}"
+    );
+
+    let out = check(&["/nonexistent/manifest.yaml"], None);
+    assert_eq!(out.status.code(), Some(2));
+    let out = check(&["--policies", "/nonexistent/set.yaml", "-"], Some(""));
+    assert_eq!(out.status.code(), Some(2));
+    let out = check(&["--output", "xml", "-"], Some(""));
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn junit_and_sarif_reports() {
+    let dir = examples();
+    let out = check(&["-o", "junit", dir.to_str().unwrap()], None);
+    let junit = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        junit.contains(r#"tests="9" failures="4" skipped="2""#),
+        "{junit}"
+    );
+    assert!(
+        junit.contains("<failure message=\"denied by 2 violation(s)\">"),
+        "{junit}"
+    );
+
+    let out = check(&["-o", "sarif", dir.to_str().unwrap()], None);
+    let sarif: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(sarif["version"], "2.1.0");
+    let results = sarif["runs"][0]["results"].as_array().unwrap();
+    assert!(results.iter().all(|r| r["level"] == "error"));
+    assert!(results.iter().any(|r| {
+        r["ruleId"] == "workload-isolation"
+            && r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+                .as_str()
+                .unwrap()
+                .ends_with("host-access-pod.yaml")
+    }));
+}

@@ -1,0 +1,133 @@
+//! Policies that loop, hoard memory, trap or return garbage are each an
+//! error of that policy, within its deadline, and the engine goes on.
+
+mod common;
+
+use agyn_admission::engine::{Call, EvalError, Limits, LoadError, PolicyComponent};
+use std::time::{Duration, Instant};
+
+fn hostile() -> PolicyComponent {
+    let bytes = std::fs::read(common::HOSTILE_WASM).unwrap();
+    common::engine()
+        .load(&bytes, None)
+        .expect("the hostile component loads")
+}
+
+fn call(component: &PolicyComponent, policy: &str, limits: Limits) -> Result<(), EvalError> {
+    let calls = [Call {
+        policy: policy.into(),
+        settings: String::new(),
+        mutate: false,
+    }];
+    component
+        .evaluate(
+            "{}",
+            r#"{"kind":"Pod","metadata":{"name":"p"}}"#,
+            &calls,
+            limits,
+        )
+        .map(|_| ())
+}
+
+const LIMITS: Limits = Limits {
+    deadline: Duration::from_millis(50),
+    memory: 16 << 20,
+};
+
+#[test]
+fn an_infinite_loop_hits_the_deadline_and_the_next_call_works() {
+    let component = hostile();
+    let start = Instant::now();
+    assert_eq!(
+        call(&component, "loop", LIMITS),
+        Err(EvalError::Deadline(Duration::from_millis(50)))
+    );
+    // The epoch ticks every 2 ms: the trap comes within a few ticks of the
+    // deadline, far below this bound even on a loaded machine.
+    assert!(
+        start.elapsed() < Duration::from_millis(1000),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert_eq!(call(&component, "allow", LIMITS), Ok(()));
+}
+
+#[test]
+fn a_memory_bomb_hits_the_memory_cap() {
+    let component = hostile();
+    assert_eq!(
+        call(&component, "memory-bomb", LIMITS),
+        Err(EvalError::Memory(16 << 20))
+    );
+    assert_eq!(call(&component, "allow", LIMITS), Ok(()));
+}
+
+#[test]
+fn a_trap_is_reported_with_its_cause() {
+    let component = hostile();
+    match call(&component, "trap", LIMITS) {
+        Err(EvalError::Trap(message)) => assert!(message.contains("unreachable"), "{message}"),
+        other => panic!("expected a trap, got {other:?}"),
+    }
+    assert_eq!(call(&component, "allow", LIMITS), Ok(()));
+}
+
+#[test]
+fn a_verdict_count_that_does_not_match_the_calls_is_malformed() {
+    assert_eq!(
+        call(&hostile(), "wrong-count", LIMITS),
+        Err(EvalError::Malformed("0 verdicts for 1 policies".into()))
+    );
+}
+
+#[test]
+fn hostile_calls_in_parallel_do_not_disturb_each_other() {
+    let component = hostile();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = ["loop", "memory-bomb", "trap", "allow"]
+            .iter()
+            .cycle()
+            .take(16)
+            .map(|policy| {
+                let component = component.clone();
+                s.spawn(move || (policy, call(&component, policy, LIMITS)))
+            })
+            .collect();
+        for handle in handles {
+            let (policy, result) = handle.join().unwrap();
+            match (*policy, result) {
+                ("loop", Err(EvalError::Deadline(_)))
+                | ("memory-bomb", Err(EvalError::Memory(_)))
+                | ("trap", Err(EvalError::Trap(_)))
+                | ("allow", Ok(())) => {}
+                (policy, result) => panic!("{policy}: {result:?}"),
+            }
+        }
+    });
+}
+
+#[test]
+fn a_pinned_sha256_refuses_any_other_module() {
+    let bytes = std::fs::read(common::HOSTILE_WASM).unwrap();
+    let engine = common::engine();
+    let good = engine.load(&bytes, None).unwrap().sha256().to_string();
+    assert!(engine.load(&bytes, Some(&good)).is_ok());
+    let wrong = "0".repeat(64);
+    match engine.load(&bytes, Some(&wrong)) {
+        Err(LoadError::Sha256Mismatch { expected, actual }) => {
+            assert_eq!((expected, actual), (wrong, good));
+        }
+        other => panic!("expected a mismatch, got {other:?}"),
+    }
+}
+
+#[test]
+fn bytes_that_are_not_a_component_are_a_load_error() {
+    let engine = common::engine();
+    for garbage in [&b"\0asm\x01\0\0\0"[..], b"not wasm at all", b""] {
+        assert!(matches!(
+            engine.load(garbage, None),
+            Err(LoadError::Compile(_))
+        ));
+    }
+}

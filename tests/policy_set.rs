@@ -1,0 +1,98 @@
+//! Policy set files: every mistake is a load error that names the file,
+//! the line where it can, and the policy.
+
+mod common;
+
+use common::{engine, load_set};
+
+fn error(yaml: &str) -> String {
+    load_set(&engine(), yaml).expect_err("the set must be refused")
+}
+
+const HEADER: &str = "apiVersion: agyn.io/v1alpha1\nkind: PolicySet\n";
+
+#[test]
+fn unknown_fields_and_bad_values_name_their_line() {
+    let e = error(&format!(
+        "{HEADER}policies:\n  - name: run-as-non-root\n    mdoe: warn\n"
+    ));
+    assert!(e.contains("mdoe") && e.contains("line 5"), "{e}");
+    let e = error(&format!(
+        "{HEADER}policies:\n  - name: run-as-non-root\n    mode: deny\n"
+    ));
+    assert!(e.contains("deny") && e.contains("line 5"), "{e}");
+    let e = error(&format!(
+        "{HEADER}policies:\n  - name: run-as-non-root\n    timeout: 5m\n"
+    ));
+    assert!(
+        e.contains("invalid timeout \"5m\"") && e.contains("line 5"),
+        "{e}"
+    );
+    let e = error("apiVersion: agyn.io/v2\nkind: PolicySet\npolicies: []\n");
+    assert!(e.contains("agyn.io/v2") && e.contains("line 1"), "{e}");
+}
+
+#[test]
+fn settings_are_checked_by_the_policy_at_load() {
+    let e = error(&format!(
+        "{HEADER}policies:\n  - name: run-as-non-root\n    settings: {{defaultUser: 0}}\n"
+    ));
+    assert!(
+        e.contains("line 4: policy \"run-as-non-root\": invalid settings"),
+        "{e}"
+    );
+    let e = error(&format!(
+        "{HEADER}policies:\n  - name: drop-capabilities\n    settings: {{allowedCaps: [NET_RAW]}}\n"
+    ));
+    assert!(
+        e.contains("policy \"drop-capabilities\": invalid settings: unknown field `allowedCaps`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn modules_policies_kinds_and_names_are_checked() {
+    let e = error(&format!("{HEADER}policies:\n  - name: nope\n"));
+    assert!(
+        e.contains("policy \"nope\": its module has no policy \"nope\""),
+        "{e}"
+    );
+    let e = error(&format!(
+        "{HEADER}policies:\n  - name: x\n    module: missing.wasm\n"
+    ));
+    assert!(
+        e.contains("cannot read module") && e.contains("missing.wasm"),
+        "{e}"
+    );
+    let e = error(&format!(
+        "{HEADER}policies:\n  - name: run-as-non-root\n    match: {{kinds: [Deploymnet]}}\n"
+    ));
+    assert!(e.contains("unknown kind \"Deploymnet\""), "{e}");
+    let e = error(&format!(
+        "{HEADER}policies:\n  - name: run-as-non-root\n  - name: run-as-non-root\n"
+    ));
+    assert!(e.contains("line 5") && e.contains("used twice"), "{e}");
+    let e = error(&format!(
+        "{HEADER}policies:\n  - name: pinned\n    policy: run-as-non-root\n    sha256: {}\n",
+        "ab".repeat(32)
+    ));
+    assert!(e.contains("sha256 mismatch"), "{e}");
+}
+
+#[test]
+fn a_settings_rejection_by_a_file_module_names_the_policy() {
+    let e = error(&format!(
+        "{HEADER}policies:\n  - name: picky\n    module: {}\n    policy: allow\n    settings: reject\n",
+        common::HOSTILE_WASM
+    ));
+    assert!(
+        e.contains("policy \"picky\": allow refuses these settings"),
+        "{e}"
+    );
+}
+
+#[test]
+fn kube_system_is_exempt_even_when_the_file_forgets_it() {
+    let set = load_set(&engine(), &format!("{HEADER}policies: []\n")).unwrap();
+    assert_eq!(set.exempt_namespaces, ["kube-system"]);
+}

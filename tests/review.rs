@@ -1,0 +1,313 @@
+//! Admission decisions with real compiled policies: the built-in set on
+//! Pods and workloads, mutation then validation, modes, failure policies,
+//! and everything that is not judged.
+
+mod common;
+
+use agyn_admission::admission::{PolicyOutcome, review};
+use agyn_admission::config::Mode;
+use agyn_admission::engine::EvalError;
+use common::{builtin, create, engine, load_set, yaml};
+use serde_json::{Value, json};
+
+const BARE_POD: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: bare, labels: {app: web}}
+spec:
+  containers:
+    - name: web
+      image: nginx:1.27
+  initContainers:
+    - name: setup
+      image: busybox:1.37
+"#;
+
+const ROOT_DEPLOYMENT: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: legacy}
+spec:
+  selector: {matchLabels: {app: legacy}}
+  template:
+    metadata: {labels: {app: legacy}}
+    spec:
+      securityContext: {runAsUser: 0}
+      containers:
+        - name: app
+          image: legacy:1
+"#;
+
+fn apply(mut object: Value, patch: &json_patch::Patch) -> Value {
+    json_patch::patch(&mut object, patch).expect("the patch applies");
+    object
+}
+
+#[test]
+fn a_bare_pod_is_fixed_by_mutation_and_the_result_passes_all_five_policies() {
+    let engine = engine();
+    let set = builtin(&engine);
+    let pod = yaml(BARE_POD);
+    let decision = review(&set, &create("agyn", pod.clone())).unwrap();
+    assert!(decision.allowed(), "{:?}", decision.violations());
+    assert!(!decision.patch.0.is_empty());
+
+    // As the API server does: apply the patch, send the result to validation.
+    let patched = apply(pod, &decision.patch);
+    assert_eq!(
+        patched["spec"]["automountServiceAccountToken"],
+        json!(false)
+    );
+    assert_eq!(
+        patched["spec"]["securityContext"]["runAsNonRoot"],
+        json!(true)
+    );
+    assert_eq!(
+        patched["spec"]["initContainers"][0]["securityContext"]["capabilities"]["drop"],
+        json!(["ALL"])
+    );
+    let again = review(&set, &create("agyn", patched)).unwrap();
+    assert!(
+        again.patch.0.is_empty(),
+        "a compliant pod needs no patch: {:?}",
+        again.patch
+    );
+    let ran: Vec<(&str, bool)> = again
+        .results
+        .iter()
+        .map(|r| {
+            (
+                r.policy.as_str(),
+                matches!(r.outcome, PolicyOutcome::Allowed { .. }),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ran,
+        [
+            ("run-as-non-root", true),
+            ("readonly-root-filesystem", true),
+            ("drop-capabilities", true),
+            ("service-account-token", true),
+            ("workload-isolation", true),
+        ]
+    );
+}
+
+#[test]
+fn a_deployment_whose_template_runs_as_root_is_denied_with_the_container_and_field() {
+    let engine = engine();
+    let decision = review(&builtin(&engine), &create("agyn", yaml(ROOT_DEPLOYMENT))).unwrap();
+    assert!(!decision.allowed());
+    let messages: Vec<String> = decision
+        .violations()
+        .iter()
+        .map(|v| format!("{}: {}", v.policy, v.message))
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "run-as-non-root: container \"app\": securityContext.runAsUser must be a non-zero UID (is 0)"
+        ]
+    );
+    // Mutation still filled what was unset, on the template's paths.
+    let paths: Vec<String> = decision
+        .patch
+        .0
+        .iter()
+        .map(|op| op.path().to_string())
+        .collect();
+    assert!(
+        paths.iter().all(|p| p.starts_with("/spec/template/")),
+        "{paths:?}"
+    );
+}
+
+#[test]
+fn cronjob_templates_are_judged_and_patched_at_their_own_path() {
+    let engine = engine();
+    let cronjob = json!({
+        "apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "nightly"},
+        "spec": {"schedule": "0 3 * * *", "jobTemplate": {"spec": {"template": {
+            "spec": {"restartPolicy": "Never", "containers": [{"name": "job", "image": "job:1"}]}}}}}
+    });
+    let decision = review(&builtin(&engine), &create("agyn", cronjob.clone())).unwrap();
+    assert!(decision.allowed());
+    let patched = apply(cronjob, &decision.patch);
+    assert_eq!(
+        patched.pointer("/spec/jobTemplate/spec/template/spec/containers/0/securityContext/readOnlyRootFilesystem"),
+        Some(&json!(true))
+    );
+}
+
+#[test]
+fn without_mutation_a_bare_pod_is_denied_by_every_policy_but_isolation() {
+    let engine = engine();
+    let set = load_set(
+        &engine,
+        r#"
+apiVersion: agyn.io/v1alpha1
+kind: PolicySet
+policies:
+  - {name: run-as-non-root}
+  - {name: readonly-root-filesystem}
+  - {name: drop-capabilities}
+  - {name: service-account-token}
+  - {name: workload-isolation}
+"#,
+    )
+    .unwrap();
+    let decision = review(&set, &create("agyn", yaml(BARE_POD))).unwrap();
+    assert!(decision.patch.0.is_empty());
+    let mut denying: Vec<String> = decision
+        .violations()
+        .into_iter()
+        .map(|v| v.policy)
+        .collect();
+    denying.dedup();
+    assert_eq!(
+        denying,
+        [
+            "run-as-non-root",
+            "readonly-root-filesystem",
+            "drop-capabilities",
+            "service-account-token"
+        ]
+    );
+}
+
+#[test]
+fn warn_and_audit_modes_admit_and_report() {
+    let engine = engine();
+    let set = load_set(
+        &engine,
+        r#"
+apiVersion: agyn.io/v1alpha1
+kind: PolicySet
+policies:
+  - {name: run-as-non-root, mode: warn}
+  - {name: readonly-root-filesystem, mode: audit, mutate: true}
+"#,
+    )
+    .unwrap();
+    let decision = review(&set, &create("agyn", yaml(BARE_POD))).unwrap();
+    assert!(decision.allowed());
+    // Only enforcing policies mutate.
+    assert!(decision.patch.0.is_empty());
+    let warned: Vec<_> = decision.warnings().into_iter().map(|v| v.policy).collect();
+    assert!(!warned.is_empty() && warned.iter().all(|p| p == "run-as-non-root"));
+    let audited: Vec<_> = decision.audit().into_iter().map(|v| v.policy).collect();
+    assert_eq!(
+        audited,
+        ["readonly-root-filesystem", "readonly-root-filesystem"]
+    );
+    assert_eq!(decision.results[0].mode, Mode::Warn);
+}
+
+#[test]
+fn a_policy_that_returns_an_invalid_object_fails_by_its_failure_policy() {
+    let engine = engine();
+    let set = |failure: &str, policy: &str| {
+        load_set(
+            &engine,
+            &format!(
+                r#"
+apiVersion: agyn.io/v1alpha1
+kind: PolicySet
+policies:
+  - name: broken
+    module: {module}
+    policy: {policy}
+    mutate: true
+    failurePolicy: {failure}
+"#,
+                module = common::HOSTILE_WASM
+            ),
+        )
+        .unwrap()
+    };
+    let pod = || create("agyn", yaml(BARE_POD));
+
+    let decision = review(&set("Fail", "bad-json"), &pod()).unwrap();
+    assert!(!decision.allowed());
+    let message = &decision.violations()[0].message;
+    assert!(
+        message.starts_with(
+            "the policy failed: it returned a malformed verdict: invalid mutated object: not JSON"
+        ),
+        "{message}"
+    );
+    assert!(
+        decision.patch.0.is_empty(),
+        "a failed mutation changes nothing"
+    );
+
+    let decision = review(&set("Fail", "renames"), &pod()).unwrap();
+    assert_eq!(
+        decision.violations()[0].message,
+        "the policy failed: it returned a malformed verdict: invalid mutated object: it changed /metadata/name, which a policy may not"
+    );
+
+    let decision = review(&set("Ignore", "trap"), &pod()).unwrap();
+    assert!(decision.allowed());
+    assert!(matches!(
+        decision.results[0].outcome,
+        PolicyOutcome::Failed(EvalError::Trap(_))
+    ));
+}
+
+#[test]
+fn what_is_not_judged_is_skipped() {
+    let engine = engine();
+    let set = builtin(&engine);
+    let root_pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "spec": {"securityContext": {"runAsUser": 0}, "containers": [{"name": "c", "image": "i"}]}});
+
+    let exempt = review(&set, &create("kube-system", root_pod.clone())).unwrap();
+    assert_eq!(
+        exempt.skipped.as_deref(),
+        Some("namespace kube-system is exempt")
+    );
+    assert!(exempt.allowed() && exempt.results.is_empty());
+
+    let mut delete = create("agyn", root_pod.clone());
+    delete.operation = kube::core::admission::Operation::Delete;
+    assert!(review(&set, &delete).unwrap().skipped.is_some());
+
+    let mut status = create("agyn", root_pod.clone());
+    status.sub_resource = Some("status".into());
+    assert!(review(&set, &status).unwrap().skipped.is_some());
+
+    let mut ephemeral = create("agyn", root_pod.clone());
+    ephemeral.sub_resource = Some("ephemeralcontainers".into());
+    ephemeral.operation = kube::core::admission::Operation::Update;
+    assert!(!review(&set, &ephemeral).unwrap().allowed());
+
+    let config_map = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
+    assert_eq!(
+        review(&set, &create("agyn", config_map))
+            .unwrap()
+            .skipped
+            .as_deref(),
+        Some("no policy judges a ConfigMap")
+    );
+}
+
+#[test]
+fn malformed_objects_are_review_errors() {
+    let engine = engine();
+    let set = builtin(&engine);
+    let no_template = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": {}});
+    assert_eq!(
+        review(&set, &create("agyn", no_template))
+            .unwrap_err()
+            .to_string(),
+        "the Deployment has no pod template at /spec/template"
+    );
+    let mut no_object = create("agyn", yaml(BARE_POD));
+    no_object.object = None;
+    assert_eq!(
+        review(&set, &no_object).unwrap_err().to_string(),
+        "the request has no object"
+    );
+}

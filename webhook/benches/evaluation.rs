@@ -1,0 +1,89 @@
+//! What a pod costs: one policy through the engine, the whole built-in set
+//! through the engine and through `review` (with the host's JSON work), and
+//! the same five policies as native Rust, the floor.
+
+use agyn_admission::admission::{AdmissionRequest, review};
+use agyn_admission::config::{BUILTIN_COMPONENT, PolicySet, Source};
+use agyn_admission::engine::{Call, Engine, EngineOptions, Limits};
+use agyn_policy_sdk::{Entry, entry};
+use criterion::{Criterion, criterion_group, criterion_main};
+use serde_json::{Value, json};
+use std::hint::black_box;
+
+const POD: &str = include_str!("../../tests/data/typical-pod.yaml");
+
+const NATIVE: &[Entry] = &[
+    entry::<run_as_non_root::RunAsNonRoot>(),
+    entry::<readonly_root_filesystem::ReadonlyRootFilesystem>(),
+    entry::<drop_capabilities::DropCapabilities>(),
+    entry::<service_account_token::ServiceAccountToken>(),
+    entry::<workload_isolation::WorkloadIsolation>(),
+];
+
+fn calls(names: &[&str]) -> Vec<Call> {
+    names
+        .iter()
+        .map(|n| Call {
+            policy: n.to_string(),
+            settings: String::new(),
+            mutate: true,
+        })
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let pod: Value = serde_saphyr::from_str(POD).unwrap();
+    let object = pod.to_string();
+    let request_json = json!({
+        "uid": "b", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "namespace": "agyn", "operation": "CREATE",
+        "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+    });
+    let request = request_json.to_string();
+    let engine = Engine::new(&EngineOptions::default()).unwrap();
+    let component = engine.load(BUILTIN_COMPONENT, None).unwrap();
+    let all: Vec<&str> = NATIVE.iter().map(|e| e.name).collect();
+
+    let one = calls(&["run-as-non-root"]);
+    c.bench_function("wasm: one policy", |b| {
+        b.iter(|| {
+            component
+                .evaluate(&request, black_box(&object), &one, Limits::default())
+                .unwrap()
+        })
+    });
+    let five = calls(&all);
+    c.bench_function("wasm: built-in set, one call", |b| {
+        b.iter(|| {
+            component
+                .evaluate(&request, black_box(&object), &five, Limits::default())
+                .unwrap()
+        })
+    });
+
+    let set = PolicySet::load(&Source::Builtin, &engine).unwrap();
+    let mut admission = request_json.clone();
+    admission["object"] = pod.clone();
+    let admission: AdmissionRequest = serde_json::from_value(admission).unwrap();
+    c.bench_function("review: built-in set", |b| {
+        b.iter(|| {
+            let decision = review(&set, black_box(&admission)).unwrap();
+            assert!(decision.allowed());
+        })
+    });
+
+    let native_calls: Vec<agyn_policy_sdk::Call> = all
+        .iter()
+        .map(|n| agyn_policy_sdk::Call {
+            policy: n.to_string(),
+            settings: String::new(),
+            mutate: true,
+        })
+        .collect();
+    c.bench_function("native: built-in set", |b| {
+        b.iter(|| agyn_policy_sdk::evaluate(NATIVE, &request, black_box(&object), &native_calls))
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
