@@ -311,3 +311,47 @@ fn malformed_objects_are_review_errors() {
         "the request has no object"
     );
 }
+
+#[test]
+fn the_policies_as_five_components_decide_as_the_bundle_does() {
+    let engine = engine();
+    let set = load_set(
+        &engine,
+        &format!(
+            r#"
+apiVersion: agyn.io/v1alpha1
+kind: PolicySet
+policies:
+  - {{name: run-as-non-root, module: {}, mutate: true}}
+  - {{name: readonly-root-filesystem, module: {}, mutate: true}}
+  - {{name: drop-capabilities, module: {}, mutate: true}}
+  - {{name: service-account-token, module: {}, mutate: true}}
+  - {{name: workload-isolation, module: {}, mutate: true}}
+"#,
+            env!("AGYN_RUN_AS_NON_ROOT_WASM"),
+            env!("AGYN_READONLY_ROOT_FILESYSTEM_WASM"),
+            env!("AGYN_DROP_CAPABILITIES_WASM"),
+            env!("AGYN_SERVICE_ACCOUNT_TOKEN_WASM"),
+            env!("AGYN_WORKLOAD_ISOLATION_WASM"),
+        ),
+    )
+    .unwrap();
+    assert_eq!(set.components.len(), 5);
+    let bundle = builtin(&engine);
+    for object in [yaml(BARE_POD), yaml(ROOT_DEPLOYMENT)] {
+        let request = create("agyn", object);
+        let separate = review(&set, &request).unwrap();
+        let together = review(&bundle, &request).unwrap();
+        // Each mutation lands in its own call; the earlier policies are then
+        // judged again on the final object, so the outcome is the same.
+        assert_eq!(separate.patch, together.patch);
+        assert_eq!(separate.violations(), together.violations());
+        let outcomes = |d: &agyn_admission::admission::Decision| {
+            d.results
+                .iter()
+                .map(|r| (r.outcome.clone(), r.mutated))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(outcomes(&separate), outcomes(&together));
+    }
+}

@@ -8,14 +8,46 @@
 //! build's flags.
 
 use std::env;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const TARGET: &str = "wasm32-wasip2";
 const PROFILE: &str = "wasm";
-const COMPONENTS: &[(&str, &str)] = &[
-    ("agyn-builtin-policies", "AGYN_BUILTIN_POLICIES_WASM"),
-    ("hostile-policies", "AGYN_HOSTILE_POLICIES_WASM"),
+/// Package, the feature that makes it a component, and the variable that
+/// gives the crate the component's path. Built in two cargo invocations:
+/// the bundle links the policy crates as libraries, which must not carry
+/// their own exports (`export` on) in the same build.
+const BUNDLES: &[(&str, &str, &str)] = &[
+    ("agyn-builtin-policies", "", "AGYN_BUILTIN_POLICIES_WASM"),
+    ("hostile-policies", "", "AGYN_HOSTILE_POLICIES_WASM"),
+];
+const SINGLE_POLICIES: &[(&str, &str, &str)] = &[
+    (
+        "run-as-non-root",
+        "run-as-non-root/export",
+        "AGYN_RUN_AS_NON_ROOT_WASM",
+    ),
+    (
+        "readonly-root-filesystem",
+        "readonly-root-filesystem/export",
+        "AGYN_READONLY_ROOT_FILESYSTEM_WASM",
+    ),
+    (
+        "drop-capabilities",
+        "drop-capabilities/export",
+        "AGYN_DROP_CAPABILITIES_WASM",
+    ),
+    (
+        "service-account-token",
+        "service-account-token/export",
+        "AGYN_SERVICE_ACCOUNT_TOKEN_WASM",
+    ),
+    (
+        "workload-isolation",
+        "workload-isolation/export",
+        "AGYN_WORKLOAD_ISOLATION_WASM",
+    ),
 ];
 
 fn main() {
@@ -38,18 +70,28 @@ fn main() {
         .unwrap_or_else(|| root.join("target"))
         .join("policy-wasm");
 
-    let mut command = Command::new(&cargo);
+    for components in [BUNDLES, SINGLE_POLICIES] {
+        build(&cargo, root, &target_dir, components);
+    }
+}
+
+fn build(cargo: &OsStr, root: &Path, target_dir: &Path, components: &[(&str, &str, &str)]) {
+    let mut command = Command::new(cargo);
     command
         .current_dir(root)
         .args(["build", "--profile", PROFILE, "--target", TARGET])
         .arg("--target-dir")
-        .arg(&target_dir);
-    for (package, _) in COMPONENTS {
+        .arg(target_dir);
+    for (package, feature, _) in components {
         command.args(["-p", package]);
+        if !feature.is_empty() {
+            command.args(["--features", feature]);
+        }
     }
     scrub_environment(&mut command);
-    // Guest stack of 64 KiB: a policy needs little, and a small stack keeps
-    // the memory an instance touches (and so its page faults) small.
+    // Guest stack of 64 KiB: a policy needs little, and every page of
+    // memory an instance has is a page the pooling allocator resets after
+    // each evaluation.
     command.env(
         "CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS",
         "-C link-arg=-zstack-size=65536",
@@ -61,8 +103,7 @@ fn main() {
         status.success(),
         "building the policy components for {TARGET} failed (see the errors above)"
     );
-
-    for (package, var) in COMPONENTS {
+    for (package, _, var) in components {
         let file = target_dir
             .join(TARGET)
             .join(PROFILE)

@@ -30,7 +30,7 @@ pub struct Evaluation {
     pub mutated_object: Option<String>,
 }
 
-type MutateFn = fn(&str, &Request, &mut Pod) -> Result<(), String>;
+type MutateFn = fn(&str, &Request, &mut Pod) -> Result<bool, String>;
 type ValidateFn = fn(&str, &Request, &Pod) -> Result<Outcome, String>;
 
 /// A policy with its type erased, so that one component can dispatch to
@@ -71,9 +71,8 @@ fn validate_settings<P: Policy>(json: &str) -> Result<(), String> {
     P::check_settings(&settings::<P>(json)?).map_err(|e| format!("invalid settings: {e}"))
 }
 
-fn mutate<P: Policy>(json: &str, request: &Request, pod: &mut Pod) -> Result<(), String> {
-    P::mutate(request, pod, &settings::<P>(json)?);
-    Ok(())
+fn mutate<P: Policy>(json: &str, request: &Request, pod: &mut Pod) -> Result<bool, String> {
+    Ok(P::mutate(request, pod, &settings::<P>(json)?))
 }
 
 fn validate<P: Policy>(json: &str, request: &Request, pod: &Pod) -> Result<Outcome, String> {
@@ -91,7 +90,7 @@ pub fn evaluate(entries: &[Entry], request: &str, object: &str, calls: &[Call]) 
                 .map_err(|e| format!("cannot read the object as a Pod: {e}"))?;
             Ok((r, pod))
         });
-    let (request, original) = match parsed {
+    let (request, mut pod) = match parsed {
         Ok(parsed) => parsed,
         Err(e) => {
             return Evaluation {
@@ -107,13 +106,11 @@ pub fn evaluate(entries: &[Entry], request: &str, object: &str, calls: &[Call]) 
             .ok_or_else(|| format!("this component has no policy named {name:?}"))
     };
 
-    let mut pod = original.clone();
     let mut mutated = vec![false; calls.len()];
     let mut failed: Vec<Option<String>> = vec![None; calls.len()];
     for (i, call) in calls.iter().enumerate().filter(|(_, c)| c.mutate) {
-        let before = pod.clone();
         match find(&call.policy).and_then(|e| (e.mutate)(&call.settings, &request, &mut pod)) {
-            Ok(()) => mutated[i] = pod != before,
+            Ok(changed) => mutated[i] = changed,
             Err(e) => failed[i] = Some(e),
         }
     }
@@ -135,7 +132,9 @@ pub fn evaluate(entries: &[Entry], request: &str, object: &str, calls: &[Call]) 
         })
         .collect();
 
-    let mutated_object = (pod != original).then(|| merge_into_raw(object, &original, &pod));
+    let mutated_object = mutated
+        .contains(&true)
+        .then(|| merge_into_raw(object, &pod));
     Evaluation {
         verdicts,
         mutated_object,
@@ -148,9 +147,14 @@ pub fn evaluate(entries: &[Entry], request: &str, object: &str, calls: &[Call]) 
 /// extension); serialising the mutated `Pod` as it is would make the host's
 /// diff remove them. So the change is taken between the two typed forms and
 /// applied to the object exactly as it was submitted.
-fn merge_into_raw(raw: &str, original: &Pod, mutated: &Pod) -> String {
+///
+/// The typed original is parsed again here rather than cloned before the
+/// mutations: a clone costs as much as a parse, and most calls mutate
+/// nothing.
+fn merge_into_raw(raw: &str, mutated: &Pod) -> String {
     let to_value = |pod| serde_json::to_value(pod).unwrap_or(Value::Null);
-    let patch = json_patch::diff(&to_value(original), &to_value(mutated));
+    let original: Pod = serde_json::from_str(raw).unwrap_or_default();
+    let patch = json_patch::diff(&to_value(&original), &to_value(mutated));
     let mut object: Value = serde_json::from_str(raw).unwrap_or(Value::Null);
     // Applying a diff of two serialisations of the same object to a superset
     // of the first cannot fail; if it ever did, the typed result is the
@@ -184,12 +188,13 @@ mod tests {
             }
             out
         }
-        fn mutate(_: &Request, pod: &mut Pod, s: &LabelSettings) {
-            pod.metadata
-                .labels
-                .get_or_insert_with(Default::default)
-                .entry("team".into())
-                .or_insert_with(|| s.value.clone().unwrap_or("x".into()));
+        fn mutate(_: &Request, pod: &mut Pod, s: &LabelSettings) -> bool {
+            let labels = pod.metadata.labels.get_or_insert_with(Default::default);
+            if labels.contains_key("team") {
+                return false;
+            }
+            labels.insert("team".into(), s.value.clone().unwrap_or("x".into()));
+            true
         }
     }
 

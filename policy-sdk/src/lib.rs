@@ -67,10 +67,16 @@ pub trait Policy {
     /// Reports every violation of the pod.
     fn validate(request: &Request, pod: &Pod, settings: &Self::Settings) -> Outcome;
 
-    /// Changes the pod so that it complies, where that is safe. The default
-    /// changes nothing. Never override an explicit value: deny it in
-    /// `validate` instead.
-    fn mutate(_request: &Request, _pod: &mut Pod, _settings: &Self::Settings) {}
+    /// Changes the pod so that it complies, where that is safe, and returns
+    /// whether it changed anything. The default changes nothing. Never
+    /// override an explicit value: deny it in `validate` instead.
+    ///
+    /// The flag only says which policy changed the object (the host diffs
+    /// the objects for the patch); it saves cloning the pod around every
+    /// mutation. [`testing::run`] checks that it tells the truth.
+    fn mutate(_request: &Request, _pod: &mut Pod, _settings: &Self::Settings) -> bool {
+        false
+    }
 }
 
 /// Exports policies as a WebAssembly component implementing the
@@ -91,5 +97,8 @@ macro_rules! export_policies {
             }
             $crate::wasm::export_component!(Component);
         };
+        #[cfg(target_arch = "wasm32")]
+        #[global_allocator]
+        static ALLOCATOR: $crate::wasm::BumpAllocator = $crate::wasm::BumpAllocator::new();
     };
 }

@@ -67,7 +67,19 @@ pub fn run<P: Policy>(
     mutate: bool,
 ) -> Run {
     if mutate {
-        P::mutate(request, &mut pod, settings);
+        let before = pod.clone();
+        let changed = P::mutate(request, &mut pod, settings);
+        assert_eq!(
+            changed,
+            pod != before,
+            "{}::mutate returned {changed} but {} the pod",
+            P::NAME,
+            if pod != before {
+                "changed"
+            } else {
+                "did not change"
+            }
+        );
     }
     Run {
         outcome: P::validate(request, &pod, settings),

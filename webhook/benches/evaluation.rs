@@ -45,13 +45,20 @@ fn bench(c: &mut Criterion) {
     let all: Vec<&str> = NATIVE.iter().map(|e| e.name).collect();
 
     let one = calls(&["run-as-non-root"]);
-    c.bench_function("wasm: one policy", |b| {
-        b.iter(|| {
-            component
-                .evaluate(&request, black_box(&object), &one, Limits::default())
-                .unwrap()
-        })
-    });
+    let single = std::fs::read(env!("AGYN_RUN_AS_NON_ROOT_WASM")).unwrap();
+    let single = engine.load(&single, None).unwrap();
+    for (name, component) in [
+        ("wasm: one policy, its own component", &single),
+        ("wasm: one policy, in the bundle", &component),
+    ] {
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                component
+                    .evaluate(&request, black_box(&object), &one, Limits::default())
+                    .unwrap()
+            })
+        });
+    }
     let five = calls(&all);
     c.bench_function("wasm: built-in set, one call", |b| {
         b.iter(|| {

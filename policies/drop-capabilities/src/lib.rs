@@ -131,7 +131,8 @@ impl Policy for DropCapabilities {
         out
     }
 
-    fn mutate(_: &Request, pod: &mut Pod, _: &Self::Settings) {
+    fn mutate(_: &Request, pod: &mut Pod, _: &Self::Settings) -> bool {
+        let mut changed = false;
         for mut c in containers_mut(pod) {
             let drop = c
                 .security_context()
@@ -144,8 +145,10 @@ impl Policy for DropCapabilities {
                     .drop
                     .get_or_insert_with(Vec::new)
                     .push("ALL".to_string());
+                changed = true;
             }
         }
+        changed
     }
 }
 

@@ -60,15 +60,18 @@ impl Policy for ReadonlyRootFilesystem {
         out
     }
 
-    fn mutate(_: &Request, pod: &mut Pod, settings: &Self::Settings) {
+    fn mutate(_: &Request, pod: &mut Pod, settings: &Self::Settings) -> bool {
+        let mut changed = false;
         for mut c in containers_mut(pod).filter(|c| !settings.exempt(c.name)) {
             let unset = c
                 .security_context()
                 .is_none_or(|sc| sc.read_only_root_filesystem.is_none());
             if unset {
                 c.security_context_mut().read_only_root_filesystem = Some(true);
+                changed = true;
             }
         }
+        changed
     }
 }
 

@@ -91,7 +91,7 @@ impl Policy for RunAsNonRoot {
         out
     }
 
-    fn mutate(_: &Request, pod: &mut Pod, settings: &Self::Settings) {
+    fn mutate(_: &Request, pod: &mut Pod, settings: &Self::Settings) -> bool {
         // An effective value is unset only when the pod level is unset too,
         // so filling the pod level never shadows a container's own value.
         let (mut non_root, mut user, mut group) = (false, false, false);
@@ -102,10 +102,10 @@ impl Policy for RunAsNonRoot {
             group |= e.run_as_group.is_none();
         }
         if !(non_root || user || group) {
-            return;
+            return false;
         }
         let Some(spec) = pod.spec.as_mut() else {
-            return;
+            return false;
         };
         let psc = spec.security_context.get_or_insert_with(Default::default);
         if non_root {
@@ -117,6 +117,7 @@ impl Policy for RunAsNonRoot {
         if group {
             psc.run_as_group.get_or_insert(settings.default_group);
         }
+        true
     }
 }
 

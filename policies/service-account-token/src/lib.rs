@@ -118,15 +118,15 @@ impl Policy for ServiceAccountToken {
         out
     }
 
-    fn mutate(_: &Request, pod: &mut Pod, settings: &Self::Settings) {
+    fn mutate(_: &Request, pod: &mut Pod, settings: &Self::Settings) -> bool {
         if settings.opted_in(pod) {
-            return;
+            return false;
         }
         let Some(spec) = pod.spec.as_mut() else {
-            return;
+            return false;
         };
         if spec.automount_service_account_token.is_some() {
-            return;
+            return false;
         }
         spec.automount_service_account_token = Some(false);
 
@@ -138,7 +138,7 @@ impl Policy for ServiceAccountToken {
             .map(|v| v.name.clone())
             .collect();
         if injected.is_empty() {
-            return;
+            return true;
         }
         retain_or_unset(&mut spec.volumes, |v| !injected.contains(&v.name));
         let keep = |m: &VolumeMount| !injected.contains(&m.name);
@@ -152,6 +152,7 @@ impl Policy for ServiceAccountToken {
         for c in spec.ephemeral_containers.iter_mut().flatten() {
             retain_or_unset(&mut c.volume_mounts, keep);
         }
+        true
     }
 }
 

@@ -197,18 +197,20 @@ impl Policy for WorkloadIsolation {
         out
     }
 
-    fn mutate(request: &Request, pod: &mut Pod, settings: &Self::Settings) {
+    fn mutate(request: &Request, pod: &mut Pod, settings: &Self::Settings) -> bool {
         if request.namespace() != settings.workload_namespace
             || !selector_matches(&settings.agent_selector, pod.metadata.labels.as_ref())
         {
-            return;
+            return false;
         }
         let Some(spec) = pod.spec.as_mut() else {
-            return;
+            return false;
         };
-        if service_account(spec).is_none() {
-            spec.service_account_name = settings.allowed_service_accounts.first().cloned();
+        if service_account(spec).is_some() {
+            return false;
         }
+        spec.service_account_name = settings.allowed_service_accounts.first().cloned();
+        true
     }
 }
 
