@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The dry run over many pods: generates N pod manifests (default 10,000,
-# half compliant, half needing mutation or denied), runs `check` on the
+# The dry run over many pods: generates N pod manifests (default 10,000),
+# runs `check` on the
 # directory with the release binary, and reports wall time and peak memory.
+# Half the pods are compliant, half are bare and admitted after mutation.
 #   scripts/bench-dry-run.sh [N]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -20,13 +20,14 @@ const NATIVE: &[Entry] = &[
     entry::<workload_isolation::WorkloadIsolation>(),
 ];
 
-fn calls(names: &[&str]) -> Vec<Call> {
-    names
+/// The built-in set's policies, with their settings, as engine calls.
+fn calls(set: &PolicySet) -> Vec<Call> {
+    set.policies
         .iter()
-        .map(|n| Call {
-            policy: n.to_string(),
-            settings: String::new(),
-            mutate: true,
+        .map(|p| Call {
+            policy: p.inner.clone(),
+            settings: p.settings.clone(),
+            mutate: p.mutate,
         })
         .collect()
 }
@@ -42,9 +43,9 @@ fn bench(c: &mut Criterion) {
     let request = request_json.to_string();
     let engine = Engine::new(&EngineOptions::default()).unwrap();
     let component = engine.load(BUILTIN_COMPONENT, None).unwrap();
-    let all: Vec<&str> = NATIVE.iter().map(|e| e.name).collect();
-
-    let one = calls(&["run-as-non-root"]);
+    let set = PolicySet::load(&Source::Builtin, &engine).unwrap();
+    let five = calls(&set);
+    let one = &five[..1];
     let single = std::fs::read(env!("AGYN_RUN_AS_NON_ROOT_WASM")).unwrap();
     let single = engine.load(&single, None).unwrap();
     for (name, component) in [
@@ -54,12 +55,11 @@ fn bench(c: &mut Criterion) {
         c.bench_function(name, |b| {
             b.iter(|| {
                 component
-                    .evaluate(&request, black_box(&object), &one, Limits::default())
+                    .evaluate(&request, black_box(&object), one, Limits::default())
                     .unwrap()
             })
         });
     }
-    let five = calls(&all);
     c.bench_function("wasm: built-in set, one call", |b| {
         b.iter(|| {
             component
@@ -68,7 +68,6 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    let set = PolicySet::load(&Source::Builtin, &engine).unwrap();
     let mut admission = request_json.clone();
     admission["object"] = pod.clone();
     let admission: AdmissionRequest = serde_json::from_value(admission).unwrap();
@@ -79,12 +78,12 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    let native_calls: Vec<agyn_policy_sdk::Call> = all
+    let native_calls: Vec<agyn_policy_sdk::Call> = five
         .iter()
-        .map(|n| agyn_policy_sdk::Call {
-            policy: n.to_string(),
-            settings: String::new(),
-            mutate: true,
+        .map(|c| agyn_policy_sdk::Call {
+            policy: c.policy.clone(),
+            settings: c.settings.clone(),
+            mutate: c.mutate,
         })
         .collect();
     c.bench_function("native: built-in set", |b| {

@@ -5,16 +5,17 @@ use super::ReviewError;
 use super::kinds::WorkloadKind;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Map, Value, json};
+use std::borrow::Cow;
 
 /// The Pod policies judge: the object itself, or a Pod made of the
 /// template's metadata and spec.
-pub(super) fn extract(kind: WorkloadKind, object: &Value) -> Result<Value, ReviewError> {
+pub(super) fn extract(kind: WorkloadKind, object: &Value) -> Result<Cow<'_, Value>, ReviewError> {
     if !object.is_object() {
         return Err(ReviewError::NotAnObject);
     }
     let pointer = kind.template_pointer();
     if pointer.is_empty() {
-        return Ok(object.clone());
+        return Ok(Cow::Borrowed(object));
     }
     let template = object
         .pointer(pointer)
@@ -28,7 +29,7 @@ pub(super) fn extract(kind: WorkloadKind, object: &Value) -> Result<Value, Revie
             pod.insert(field.into(), value.clone());
         }
     }
-    Ok(Value::Object(pod))
+    Ok(Cow::Owned(Value::Object(pod)))
 }
 
 /// The object with the policies' final Pod put back where it came from.

@@ -6,6 +6,7 @@ use crate::config::{Mode, Operation, Policy, PolicySet};
 use crate::engine::{Call, EvalError, Limits};
 use kube::core::admission::Operation as RequestOperation;
 use serde_json::Value;
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -54,14 +55,12 @@ pub fn review(set: &PolicySet, request: &AdmissionRequest) -> Result<Decision, R
     }
     let object = request.object.as_ref().ok_or(ReviewError::NoObject)?;
     let pod = pod::extract(kind, object)?;
-    let labels = labels(&pod);
+    let labels = OnceCell::new();
+    let labels = || labels.get_or_init(|| pod_labels(&pod)).as_ref();
     let matching: Vec<&Policy> = set
         .policies
         .iter()
-        .filter(|p| {
-            p.matching
-                .matches(kind, operation, namespace, labels.as_ref())
-        })
+        .filter(|p| p.matching.matches(kind, operation, namespace, labels))
         .collect();
     if matching.is_empty() {
         return Ok(Decision::skipped("no policy matches"));
@@ -73,7 +72,8 @@ pub fn review(set: &PolicySet, request: &AdmissionRequest) -> Result<Decision, R
         set,
         request: guest_request,
         object: serde_json::to_string(&pod).expect("a JSON value serialises"),
-        pod: pod.clone(),
+        original: &pod,
+        mutated: None,
         results: Vec::with_capacity(matching.len()),
     };
     // Most of a Pod's spec is immutable once created: a patch on UPDATE
@@ -87,10 +87,9 @@ pub fn review(set: &PolicySet, request: &AdmissionRequest) -> Result<Decision, R
     }
     run.revalidate(&matching, &stale);
 
-    let patch = if run.pod == pod {
-        json_patch::Patch::default()
-    } else {
-        json_patch::diff(object, &pod::restore(kind, object, run.pod))
+    let patch = match run.mutated {
+        Some(mutated) => json_patch::diff(object, &pod::restore(kind, object, mutated)),
+        None => json_patch::Patch::default(),
     };
     Ok(Decision {
         skipped: None,
@@ -99,7 +98,7 @@ pub fn review(set: &PolicySet, request: &AdmissionRequest) -> Result<Decision, R
     })
 }
 
-fn labels(pod: &Value) -> Option<BTreeMap<String, String>> {
+fn pod_labels(pod: &Value) -> Option<BTreeMap<String, String>> {
     let labels = pod.pointer("/metadata/labels")?;
     serde_json::from_value(labels.clone()).ok()
 }
@@ -109,9 +108,11 @@ fn labels(pod: &Value) -> Option<BTreeMap<String, String>> {
 struct Run<'a> {
     set: &'a PolicySet,
     request: String,
-    /// `pod` as JSON, as the engine takes it.
+    /// The pod as the engine takes it: `mutated` as JSON, else `original`.
     object: String,
-    pod: Value,
+    original: &'a Value,
+    /// The pod as the policies left it, once one changed it.
+    mutated: Option<Value>,
     results: Vec<PolicyResult>,
 }
 
@@ -145,9 +146,12 @@ impl Run<'_> {
             .evaluate(&self.request, &self.object, &calls, limits)
             .and_then(|e| {
                 let mutated = match &e.mutated_object {
-                    Some(json) => Some(pod::check_mutation(&self.pod, json).map_err(|m| {
-                        EvalError::Malformed(format!("invalid mutated object: {m}"))
-                    })?),
+                    Some(json) => Some(
+                        pod::check_mutation(self.mutated.as_ref().unwrap_or(self.original), json)
+                            .map_err(|m| {
+                            EvalError::Malformed(format!("invalid mutated object: {m}"))
+                        })?,
+                    ),
                     None => None,
                 };
                 Ok((e, mutated))
@@ -191,7 +195,7 @@ impl Run<'_> {
                 }
                 match (mutated, evaluation.mutated_object) {
                     (Some(pod), Some(json)) => {
-                        self.pod = pod;
+                        self.mutated = Some(pod);
                         self.object = json;
                         true
                     }

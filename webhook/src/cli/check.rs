@@ -36,13 +36,21 @@ pub struct CheckArgs {
 }
 
 pub fn run(args: CheckArgs) -> anyhow::Result<Exit> {
-    let manifests = manifests::read(&args.paths)?;
     let engine = args.engine.engine()?;
     let set = PolicySet::load(&args.engine.source(), &engine)?;
-    let results = manifests
-        .into_iter()
-        .map(|m| judge(&set, &args.namespace, m))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    // Results are printed only once every input has been read and judged:
+    // an unreadable file ends the run with no partial report.
+    let mut results = Vec::new();
+    manifests::for_each(&args.paths, |manifest| {
+        let mut result = judge(&set, &args.namespace, manifest)?;
+        // Only `-o manifests` prints the objects; keeping thousands of them
+        // for nothing would multiply the memory of a large dry run.
+        if args.output != Format::Manifests {
+            result.object = Value::Null;
+        }
+        results.push(result);
+        Ok(())
+    })?;
     let mut stdout = std::io::stdout().lock();
     report::write(&mut stdout, args.output, args.show_patch, &results)?;
     Ok(if results.iter().all(|r| r.allowed) {

@@ -31,26 +31,34 @@ pub struct Manifest {
     pub object: Value,
 }
 
-/// Every object in `paths`, in order; directories are read recursively
-/// (`*.yaml`, `*.yml`, `*.json`, sorted by name), `-` is stdin.
-pub fn read(paths: &[PathBuf]) -> anyhow::Result<Vec<Manifest>> {
-    let mut manifests = Vec::new();
+/// Hands every object in `paths` to `judge`, in order, one file at a time
+/// so that a large tree is never all in memory; directories are read
+/// recursively (`*.yaml`, `*.yml`, `*.json`, sorted by name), `-` is stdin.
+pub fn for_each(
+    paths: &[PathBuf],
+    mut judge: impl FnMut(Manifest) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut file = |name: &str, text: &str| -> anyhow::Result<()> {
+        let mut manifests = Vec::new();
+        parse(name, text, &mut manifests)?;
+        manifests.into_iter().try_for_each(&mut judge)
+    };
     for path in paths {
         if path.as_os_str() == "-" {
             let mut text = String::new();
             std::io::stdin()
                 .read_to_string(&mut text)
                 .context("cannot read stdin")?;
-            parse("-", &text, &mut manifests)?;
+            file("-", &text)?;
         } else if path.is_dir() {
-            for file in files_under(path)? {
-                read_file(&file, &mut manifests)?;
+            for path in files_under(path)? {
+                file(&path.display().to_string(), &read(&path)?)?;
             }
         } else {
-            read_file(path, &mut manifests)?;
+            file(&path.display().to_string(), &read(path)?)?;
         }
     }
-    Ok(manifests)
+    Ok(())
 }
 
 fn files_under(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
@@ -75,10 +83,8 @@ fn files_under(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn read_file(path: &Path, out: &mut Vec<Manifest>) -> anyhow::Result<()> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    parse(&path.display().to_string(), &text, out)
+fn read(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
 fn parse(file: &str, text: &str, out: &mut Vec<Manifest>) -> anyhow::Result<()> {

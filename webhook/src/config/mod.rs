@@ -267,12 +267,15 @@ impl Match {
     }
 
     /// Whether a policy with this match judges an object.
-    pub fn matches(
+    ///
+    /// `labels` is called only when the policy has a label selector: most
+    /// have none, and reading the labels costs a copy.
+    pub fn matches<'a>(
         &self,
         kind: WorkloadKind,
         operation: Operation,
         namespace: &str,
-        labels: Option<&BTreeMap<String, String>>,
+        labels: impl Fn() -> Option<&'a BTreeMap<String, String>>,
     ) -> bool {
         (self.kinds.is_empty() || self.kinds.contains(&kind))
             && self.operations.contains(&operation)
@@ -281,6 +284,6 @@ impl Match {
             && self
                 .label_selector
                 .as_ref()
-                .is_none_or(|s| selector_matches(s, labels))
+                .is_none_or(|s| selector_matches(s, labels()))
     }
 }
