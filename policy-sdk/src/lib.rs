@@ -20,6 +20,11 @@
 //! - [`evaluate`] is the whole guest side of the ABI (`wit/policy.wit`), as
 //!   plain Rust.
 
+// The README's example policy is compiled as a doctest, so it stays true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 mod containers;
 mod evaluate;
 mod labels;
