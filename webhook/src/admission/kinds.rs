@@ -38,16 +38,10 @@ const TABLE: &[(WorkloadKind, &str, &str, &str)] = &[
 ];
 
 impl WorkloadKind {
-    pub const ALL: [WorkloadKind; 8] = [
-        Pod,
-        Deployment,
-        StatefulSet,
-        DaemonSet,
-        ReplicaSet,
-        ReplicationController,
-        Job,
-        CronJob,
-    ];
+    /// Every kind, in the order of the table.
+    pub fn all() -> impl Iterator<Item = WorkloadKind> {
+        TABLE.iter().map(|row| row.0)
+    }
 
     fn row(self) -> &'static (WorkloadKind, &'static str, &'static str, &'static str) {
         TABLE
@@ -106,7 +100,7 @@ mod tests {
             None
         );
         assert_eq!(WorkloadKind::from_api_version("v1", "ConfigMap"), None);
-        for kind in WorkloadKind::ALL {
+        for kind in WorkloadKind::all() {
             assert_eq!(WorkloadKind::from_kind(kind.kind()), Some(kind));
         }
     }

@@ -79,13 +79,16 @@ pub fn review(set: &PolicySet, request: &AdmissionRequest) -> Result<Decision, R
     // Most of a Pod's spec is immutable once created: a patch on UPDATE
     // would only make the API server refuse the update.
     let mutate = operation == Operation::Create || kind != WorkloadKind::Pod;
-    let mut stale = Vec::new();
+    // Verdicts before the last segment that changed the object were on an
+    // older object: those policies are judged again on the final one.
+    let mut stale = 0;
     for segment in matching.chunk_by(|a, b| a.component == b.component) {
+        let start = run.results.len();
         if run.evaluate(segment, mutate) {
-            stale.extend(0..run.results.len() - segment.len());
+            stale = start;
         }
     }
-    run.revalidate(&matching, &stale);
+    run.revalidate(&matching[..stale]);
 
     let patch = match run.mutated {
         Some(mutated) => json_patch::diff(object, &pod::restore(kind, object, mutated)),
@@ -205,22 +208,16 @@ impl Run<'_> {
         }
     }
 
-    /// Judges again, without mutation, the policies whose verdicts were on
-    /// an object that a later policy changed: validation must see the
-    /// final object.
-    fn revalidate(&mut self, matching: &[&Policy], stale: &[usize]) {
-        let mut stale: Vec<usize> = stale.to_vec();
-        stale.sort_unstable();
-        stale.dedup();
+    /// Judges again, without mutation, the first policies of the run, whose
+    /// verdicts were on an object that a later policy changed: validation
+    /// must see the final object.
+    fn revalidate(&mut self, stale: &[&Policy]) {
         let mut by_component: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-        for i in stale {
-            by_component
-                .entry(matching[i].component)
-                .or_default()
-                .push(i);
+        for (i, policy) in stale.iter().enumerate() {
+            by_component.entry(policy.component).or_default().push(i);
         }
         for indices in by_component.into_values() {
-            let policies: Vec<&Policy> = indices.iter().map(|&i| matching[i]).collect();
+            let policies: Vec<&Policy> = indices.iter().map(|&i| stale[i]).collect();
             let before = self.results.len();
             self.evaluate(&policies, false);
             let fresh: Vec<PolicyResult> = self.results.drain(before..).collect();

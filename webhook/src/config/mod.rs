@@ -244,8 +244,7 @@ impl Match {
                         "line {}: unknown kind {:?} (known: {})",
                         k.referenced.line(),
                         k.value,
-                        WorkloadKind::ALL
-                            .iter()
+                        WorkloadKind::all()
                             .map(|k| k.kind())
                             .collect::<Vec<_>>()
                             .join(", ")
