@@ -58,12 +58,6 @@ impl WorkloadKind {
             .map(|row| row.0)
     }
 
-    /// The kind for a manifest's `apiVersion` (`apps/v1`, `v1`) and `kind`.
-    pub fn from_api_version(api_version: &str, kind: &str) -> Option<Self> {
-        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
-        Self::from_group_kind(group, kind)
-    }
-
     /// The kind by its name alone, as policy sets list kinds.
     pub fn from_kind(kind: &str) -> Option<Self> {
         TABLE.iter().find(|row| row.2 == kind).map(|row| row.0)
@@ -84,22 +78,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn kinds_by_group_and_api_version() {
+    fn kinds_by_group_and_kind() {
         assert_eq!(
-            WorkloadKind::from_api_version("apps/v1", "Deployment"),
+            WorkloadKind::from_group_kind("apps", "Deployment"),
             Some(Deployment)
         );
-        assert_eq!(WorkloadKind::from_api_version("v1", "Pod"), Some(Pod));
+        assert_eq!(WorkloadKind::from_group_kind("", "Pod"), Some(Pod));
         assert_eq!(
-            WorkloadKind::from_api_version("batch/v1", "CronJob"),
+            WorkloadKind::from_group_kind("batch", "CronJob"),
             Some(CronJob)
         );
         // Same kind name, another group: not ours.
         assert_eq!(
-            WorkloadKind::from_api_version("example.com/v1", "Deployment"),
+            WorkloadKind::from_group_kind("example.com", "Deployment"),
             None
         );
-        assert_eq!(WorkloadKind::from_api_version("v1", "ConfigMap"), None);
+        assert_eq!(WorkloadKind::from_group_kind("", "ConfigMap"), None);
         for kind in WorkloadKind::all() {
             assert_eq!(WorkloadKind::from_kind(kind.kind()), Some(kind));
         }

@@ -4,7 +4,7 @@
 use super::manifests::{self, Manifest};
 use super::report::{self, CheckResult, Format};
 use super::{EngineArgs, Exit};
-use crate::admission::{self, AdmissionRequest, kinds::WorkloadKind};
+use crate::admission::{self, AdmissionRequest};
 use crate::config::PolicySet;
 use anyhow::Context;
 use kube::core::GroupVersionKind;
@@ -60,7 +60,8 @@ pub fn run(args: CheckArgs) -> anyhow::Result<Exit> {
     })
 }
 
-/// Reviews a manifest as the API server would present it on CREATE.
+/// Reviews a manifest as the API server would present it on CREATE; the
+/// review itself skips kinds no policy judges.
 fn judge(
     set: &PolicySet,
     default_namespace: &str,
@@ -86,11 +87,6 @@ fn judge(
         namespace.clone(),
         name.clone(),
     );
-    if WorkloadKind::from_api_version(api_version, &kind).is_none() {
-        result.skipped = Some("not a Pod or a workload with a pod template".into());
-        result.object = object;
-        return Ok(result);
-    }
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
     let request = AdmissionRequest {
         uid: format!("check-{origin}"),
