@@ -11,3 +11,4 @@ pub mod admission;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod server;

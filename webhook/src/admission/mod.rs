@@ -13,7 +13,7 @@ mod review;
 
 pub use decision::{Decision, PolicyOutcome, PolicyResult, Violation};
 pub use request::AdmissionRequest;
-pub use review::review;
+pub use review::{Options, Phase, review, review_with};
 
 use kinds::WorkloadKind;
 use thiserror::Error;

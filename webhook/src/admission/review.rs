@@ -10,13 +10,50 @@ use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+/// Which part of admission a review plays.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Phase {
+    /// Mutate, then judge the result: the whole of admission in one call,
+    /// as `check` predicts it.
+    #[default]
+    Both,
+    /// Only the enforcing policies that mutate, for their changes: the
+    /// mutating webhook.
+    Mutate,
+    /// Every policy judges the object as it arrives, changing nothing: the
+    /// validating webhook, called after every mutating webhook has run.
+    Validate,
+}
+
+/// How to review: the phase, which policies, and by when.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options<'a> {
+    pub phase: Phase,
+    /// Only this policy of the set (the webhook's per-policy endpoints).
+    pub policy: Option<&'a str>,
+    /// When every verdict must be in: a policy still running then fails
+    /// with a deadline error, and its failure policy decides.
+    pub deadline: Option<Instant>,
+}
+
+/// Judges one admission request with a policy set: [`review_with`] with
+/// the default options (mutate, then judge; every policy; no deadline
+/// beyond each policy's own).
+pub fn review(set: &PolicySet, request: &AdmissionRequest) -> Result<Decision, ReviewError> {
+    review_with(set, request, &Options::default())
+}
+
 /// Judges one admission request with a policy set.
 ///
 /// Mutating policies run first, in the set's order, each on the previous
 /// one's result; every policy then judges the final object. Policies that
 /// sit next to each other in the set and share a component run in one
 /// engine call, so the built-in set costs one instance and one parse.
-pub fn review(set: &PolicySet, request: &AdmissionRequest) -> Result<Decision, ReviewError> {
+pub fn review_with(
+    set: &PolicySet,
+    request: &AdmissionRequest,
+    options: &Options,
+) -> Result<Decision, ReviewError> {
     let operation = match request.operation {
         RequestOperation::Create => Operation::Create,
         RequestOperation::Update => Operation::Update,
@@ -60,6 +97,8 @@ pub fn review(set: &PolicySet, request: &AdmissionRequest) -> Result<Decision, R
     let matching: Vec<&Policy> = set
         .policies
         .iter()
+        .filter(|p| options.policy.is_none_or(|only| p.name == only))
+        .filter(|p| options.phase != Phase::Mutate || (p.mutate && p.mode == Mode::Enforce))
         .filter(|p| p.matching.matches(kind, operation, namespace, labels))
         .collect();
     if matching.is_empty() {
@@ -73,12 +112,14 @@ pub fn review(set: &PolicySet, request: &AdmissionRequest) -> Result<Decision, R
         request: guest_request,
         object: serde_json::to_string(&pod).expect("a JSON value serialises"),
         original: &pod,
+        deadline: options.deadline,
         mutated: None,
         results: Vec::with_capacity(matching.len()),
     };
     // Most of a Pod's spec is immutable once created: a patch on UPDATE
     // would only make the API server refuse the update.
-    let mutate = operation == Operation::Create || kind != WorkloadKind::Pod;
+    let mutate = options.phase != Phase::Validate
+        && (operation == Operation::Create || kind != WorkloadKind::Pod);
     // Verdicts before the last segment that changed the object were on an
     // older object: those policies are judged again on the final one.
     let mut stale = 0;
@@ -114,6 +155,7 @@ struct Run<'a> {
     /// The pod as the engine takes it: `mutated` as JSON, else `original`.
     object: String,
     original: &'a Value,
+    deadline: Option<Instant>,
     /// The pod as the policies left it, once one changed it.
     mutated: Option<Value>,
     results: Vec<PolicyResult>,
@@ -132,12 +174,16 @@ impl Run<'_> {
                 mutate: mutate && p.mutate && p.mode == Mode::Enforce,
             })
             .collect();
+        let own_deadline = policies
+            .iter()
+            .map(|p| p.limits.deadline)
+            .max()
+            .unwrap_or_default();
         let limits = Limits {
-            deadline: policies
-                .iter()
-                .map(|p| p.limits.deadline)
-                .max()
-                .unwrap_or_default(),
+            deadline: match self.deadline {
+                Some(by) => own_deadline.min(by.saturating_duration_since(Instant::now())),
+                None => own_deadline,
+            },
             memory: policies
                 .iter()
                 .map(|p| p.limits.memory)

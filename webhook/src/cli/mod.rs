@@ -16,17 +16,31 @@ use std::process::ExitCode;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+
+    /// Log format on stderr: `text` for people, `json` (one object per
+    /// line) for log pipelines. Levels: RUST_LOG (default: info for
+    /// `serve`, warn otherwise).
+    #[arg(long, global = true, env = "AGYN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Judge manifests offline, as the webhook would admit them (a dry run for CI).
     Check(check::CheckArgs),
+    /// Run the admission webhook: AdmissionReviews over HTTPS from the API server.
+    Serve(crate::server::ServeArgs),
 }
 
 /// Options every command that runs policies shares.
 #[derive(Debug, clap::Args)]
-struct EngineArgs {
+pub(crate) struct EngineArgs {
     /// The policy set file (YAML). Default: the built-in Agyn set, with
     /// mutation on, as the Helm chart deploys it.
     #[arg(long, env = "AGYN_POLICIES", value_name = "FILE")]
@@ -44,7 +58,7 @@ struct EngineArgs {
 }
 
 impl EngineArgs {
-    fn engine(&self) -> anyhow::Result<Engine> {
+    pub(crate) fn engine(&self) -> anyhow::Result<Engine> {
         let cache_dir = if self.no_cache {
             None
         } else {
@@ -53,7 +67,7 @@ impl EngineArgs {
         Engine::new(&EngineOptions { cache_dir })
     }
 
-    fn source(&self) -> crate::config::Source {
+    pub(crate) fn source(&self) -> crate::config::Source {
         match &self.policies {
             Some(path) => crate::config::Source::File(path.clone()),
             None => crate::config::Source::Builtin,
@@ -98,14 +112,23 @@ pub fn main() -> ExitCode {
             .into();
         }
     };
-    tracing_subscriber::fmt()
+    let level = match cli.command {
+        Command::Serve(_) => "info",
+        Command::Check(_) => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+        .with_env_filter(filter);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     let exit = match cli.command {
         Command::Check(args) => check::run(args),
+        // A server ends only on a signal, or on an error reported below.
+        Command::Serve(args) => crate::server::run(args).map(|()| Exit::Admitted),
     };
     match exit {
         Ok(exit) => exit.into(),

@@ -6,6 +6,7 @@ pub mod file;
 mod quantity;
 
 pub use file::{FailurePolicy, Mode, Operation};
+pub use quantity::parse_size;
 
 use crate::admission::kinds::WorkloadKind;
 use crate::engine::{Engine, EvalError, Limits, PolicyComponent};

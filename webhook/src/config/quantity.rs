@@ -42,17 +42,17 @@ pub struct MemorySize(pub usize);
 impl<'de> Deserialize<'de> for MemorySize {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        parse_memory(&text)
-            .map(MemorySize)
-            .map_err(de::Error::custom)
+        parse_size(&text).map(MemorySize).map_err(de::Error::custom)
     }
 }
 
-fn parse_memory(text: &str) -> Result<usize, String> {
+/// A size in bytes written with a binary suffix, from 1Mi to 1Gi: memory
+/// limits in a policy set, and the server's largest request.
+pub fn parse_size(text: &str) -> Result<usize, String> {
     let max = crate::engine::MAX_MEMORY_LIMIT;
     let invalid = || {
         format!(
-            "invalid memory limit {text:?}: write it as 64Mi, between 1Mi and {}Mi",
+            "invalid size {text:?}: write it as 64Mi, between 1Mi and {}Mi",
             max >> 20
         )
     };
@@ -84,11 +84,11 @@ mod tests {
 
     #[test]
     fn memory() {
-        assert_eq!(parse_memory("64Mi"), Ok(64 << 20));
-        assert_eq!(parse_memory("1Gi"), Ok(1 << 30));
-        assert_eq!(parse_memory("2048Ki"), Ok(2 << 20));
+        assert_eq!(parse_size("64Mi"), Ok(64 << 20));
+        assert_eq!(parse_size("1Gi"), Ok(1 << 30));
+        assert_eq!(parse_size("2048Ki"), Ok(2 << 20));
         for bad in ["64", "64M", "2Gi", "512Ki", "Mi", "0Mi"] {
-            assert!(parse_memory(bad).is_err(), "{bad:?} accepted");
+            assert!(parse_size(bad).is_err(), "{bad:?} accepted");
         }
     }
 }

@@ -1,0 +1,185 @@
+//! Prometheus metrics, served as OpenMetrics text on the metrics port.
+
+use crate::admission::{Decision, PolicyOutcome};
+use crate::engine::EvalError;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Outcome {
+    Allowed,
+    Denied,
+    /// Refused before judging: malformed, too large, not ready.
+    Error,
+}
+
+impl EncodeLabelValue for Outcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        use std::fmt::Write;
+        encoder.write_str(match self {
+            Outcome::Allowed => "allowed",
+            Outcome::Denied => "denied",
+            Outcome::Error => "error",
+        })
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    endpoint: String,
+    outcome: Outcome,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabels {
+    policy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyErrorLabels {
+    policy: String,
+    cause: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// 25 µs to about 13 s: a policy call, a whole review, and a request that
+/// waited for its deadline all land inside the buckets.
+fn latency() -> Histogram {
+    Histogram::new(exponential_buckets(25e-6, 2.0, 20))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_seconds: Histograms<EndpointLabels>,
+    policy_seconds: Histograms<PolicyLabels>,
+    policy_errors: Family<PolicyErrorLabels, Counter>,
+    policies_loaded: Gauge,
+    reloads: Family<ReloadLabels, Counter>,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("agyn_admission");
+        let requests = Family::default();
+        let request_seconds = Histograms::new_with_constructor(latency as fn() -> Histogram);
+        let policy_seconds = Histograms::new_with_constructor(latency as fn() -> Histogram);
+        let policy_errors = Family::default();
+        let policies_loaded = Gauge::default();
+        let reloads = Family::default();
+        registry.register(
+            "requests",
+            "AdmissionReviews answered, by endpoint and outcome (error: refused as malformed or unanswerable)",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from reading an AdmissionReview to answering it, by endpoint",
+            request_seconds.clone(),
+        );
+        registry.register(
+            "policy_duration_seconds",
+            "Time of the engine call that judged an object, by policy (policies sharing a module share a call)",
+            policy_seconds.clone(),
+        );
+        registry.register(
+            "policy_errors",
+            "Evaluations that gave no verdict, by policy and cause (deadline, memory, trap, malformed, policy)",
+            policy_errors.clone(),
+        );
+        registry.register(
+            "policies_loaded",
+            "Policies in the policy set being served",
+            policies_loaded.clone(),
+        );
+        registry.register(
+            "policy_set_reloads",
+            "Policy set reloads after its file changed, by result (loaded, refused)",
+            reloads.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_seconds,
+            policy_seconds,
+            policy_errors,
+            policies_loaded,
+            reloads,
+        }
+    }
+
+    pub fn request(&self, endpoint: &str, outcome: Outcome, took: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                endpoint: endpoint.to_string(),
+                outcome,
+            })
+            .inc();
+        self.request_seconds
+            .get_or_create(&EndpointLabels {
+                endpoint: endpoint.to_string(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn decision(&self, decision: &Decision) {
+        for result in &decision.results {
+            self.policy_seconds
+                .get_or_create(&PolicyLabels {
+                    policy: result.policy.clone(),
+                })
+                .observe(result.duration.as_secs_f64());
+            if let PolicyOutcome::Failed(error) = &result.outcome {
+                self.policy_errors
+                    .get_or_create(&PolicyErrorLabels {
+                        policy: result.policy.clone(),
+                        cause: cause(error),
+                    })
+                    .inc();
+            }
+        }
+    }
+
+    pub fn policies_loaded(&self, count: usize) {
+        self.policies_loaded.set(count as i64);
+    }
+
+    pub fn reload(&self, loaded: bool) {
+        let result = if loaded { "loaded" } else { "refused" };
+        self.reloads.get_or_create(&ReloadLabels { result }).inc();
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+fn cause(error: &EvalError) -> &'static str {
+    match error {
+        EvalError::Deadline(_) => "deadline",
+        EvalError::Memory(_) => "memory",
+        EvalError::Trap(_) => "trap",
+        EvalError::Malformed(_) => "malformed",
+        EvalError::Policy(_) => "policy",
+    }
+}
