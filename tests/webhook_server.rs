@@ -60,9 +60,9 @@ fn policy_set(policies: &str) -> String {
 }
 
 /// A set with one hostile policy that never returns.
-fn hanging_set(failure_policy: &str) -> String {
+fn hanging_set(failure_policy: &str, timeout: &str) -> String {
     policy_set(&format!(
-        "  - name: hangs\n    module: {}\n    policy: loop\n    timeout: 30s\n    failurePolicy: {failure_policy}\n",
+        "  - name: hangs\n    module: {}\n    policy: loop\n    timeout: {timeout}\n    failurePolicy: {failure_policy}\n",
         common::HOSTILE_WASM
     ))
 }
@@ -281,8 +281,14 @@ async fn dry_run_warns_and_never_denies_or_patches() {
 
 #[tokio::test]
 async fn a_hanging_policy_is_answered_before_the_timeout_by_its_failure_policy() {
-    for (failure_policy, allowed) in [("Fail", false), ("Ignore", true)] {
-        let server = Server::start(Some(&hanging_set(failure_policy)), &[]);
+    // A 30 s policy budget is cut by the request's; a 100 ms one runs on
+    // the async worker, the 30 s one on the blocking pool.
+    for (failure_policy, timeout, allowed) in [
+        ("Fail", "30s", false),
+        ("Ignore", "30s", true),
+        ("Fail", "100ms", false),
+    ] {
+        let server = Server::start(Some(&hanging_set(failure_policy, timeout)), &[]);
         let start = Instant::now();
         let response = server
             .review("/validate?timeout=1s", &create("agyn", yaml(BARE_POD)))
@@ -599,4 +605,15 @@ fn a_broken_policy_set_stops_the_start_with_its_error() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("policy \"no-such-policy\""), "{stderr}");
+}
+
+#[tokio::test]
+async fn the_load_test_review_is_the_typical_pod_and_admitted_unchanged() {
+    let fixture: Value =
+        serde_json::from_str(include_str!("data/typical-pod-review.json")).unwrap();
+    assert_eq!(fixture["request"]["object"], yaml(TYPICAL_POD));
+    let server = Server::start(None, &[]);
+    let admission = server.admit(&fixture["request"]).await;
+    assert!(admission.mutation.get("patch").is_none());
+    assert_eq!(admission.validation["allowed"], true);
 }

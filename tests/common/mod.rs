@@ -51,7 +51,8 @@ pub fn builtin(engine: &Engine) -> PolicySet {
 pub fn create(namespace: &str, object: Value) -> AdmissionRequest {
     let api_version = object["apiVersion"].as_str().unwrap();
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-    serde_json::from_value(json!({
+    serde_json::from_str(
+        &json!({
         "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
         "kind": {"group": group, "version": version, "kind": object["kind"]},
         "resource": {"group": group, "version": version, "resource": "pods"},
@@ -61,7 +62,9 @@ pub fn create(namespace: &str, object: Value) -> AdmissionRequest {
         "userInfo": {"username": "alice", "groups": ["system:authenticated"]},
         "object": object,
         "dryRun": false,
-    }))
+        })
+        .to_string(),
+    )
     .unwrap()
 }
 

@@ -5,18 +5,14 @@ use super::ReviewError;
 use super::kinds::WorkloadKind;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Map, Value, json};
-use std::borrow::Cow;
 
-/// The Pod policies judge: the object itself, or a Pod made of the
-/// template's metadata and spec.
-pub(super) fn extract(kind: WorkloadKind, object: &Value) -> Result<Cow<'_, Value>, ReviewError> {
+/// The Pod a workload's policies judge: its template's metadata and spec.
+/// (A Pod itself goes to the policies as it came, uncut.)
+pub(super) fn extract(kind: WorkloadKind, object: &Value) -> Result<Value, ReviewError> {
     if !object.is_object() {
         return Err(ReviewError::NotAnObject);
     }
     let pointer = kind.template_pointer();
-    if pointer.is_empty() {
-        return Ok(Cow::Borrowed(object));
-    }
     let template = object
         .pointer(pointer)
         .and_then(Value::as_object)
@@ -29,15 +25,12 @@ pub(super) fn extract(kind: WorkloadKind, object: &Value) -> Result<Cow<'_, Valu
             pod.insert(field.into(), value.clone());
         }
     }
-    Ok(Cow::Owned(Value::Object(pod)))
+    Ok(Value::Object(pod))
 }
 
-/// The object with the policies' final Pod put back where it came from.
+/// The workload with the policies' final Pod put back in its template.
 pub(super) fn restore(kind: WorkloadKind, original: &Value, pod: Value) -> Value {
     let pointer = kind.template_pointer();
-    if pointer.is_empty() {
-        return pod;
-    }
     let mut object = original.clone();
     let (Some(template), Value::Object(mut pod)) = (
         object.pointer_mut(pointer).and_then(Value::as_object_mut),

@@ -2,13 +2,14 @@ use k8s_openapi::api::authentication::v1::UserInfo;
 use kube::core::GroupVersionKind;
 use kube::core::admission::Operation;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// An `admission.k8s.io/v1` AdmissionRequest.
 ///
-/// Ours rather than kube's `AdmissionRequest<DynamicObject>`: the object
-/// stays a plain JSON value (it is only ever cut into a Pod and diffed), and
-/// parsing it skips `DynamicObject`'s two flattened fields.
+/// Ours rather than kube's `AdmissionRequest<DynamicObject>`: the objects
+/// stay raw JSON text. A Pod goes to the policies as the text it arrived
+/// in, and is parsed on the host only when a policy changes it; the old
+/// object of an UPDATE is never parsed at all.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AdmissionRequest {
@@ -24,9 +25,9 @@ pub struct AdmissionRequest {
     #[serde(default)]
     pub user_info: UserInfo,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub object: Option<Value>,
+    pub object: Option<Box<RawValue>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub old_object: Option<Value>,
+    pub old_object: Option<Box<RawValue>>,
     #[serde(default)]
     pub dry_run: bool,
 }

@@ -5,7 +5,9 @@ use super::{ReviewError, pod};
 use crate::config::{Mode, Operation, Policy, PolicySet};
 use crate::engine::{Call, EvalError, Limits};
 use kube::core::admission::Operation as RequestOperation;
+use serde::Deserialize;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -90,10 +92,26 @@ pub fn review_with(
     if set.exempt_usernames.iter().any(|u| u == username) {
         return Ok(Decision::skipped(format!("user {username} is exempt")));
     }
-    let object = request.object.as_ref().ok_or(ReviewError::NoObject)?;
-    let pod = pod::extract(kind, object)?;
+    let raw = request
+        .object
+        .as_deref()
+        .ok_or(ReviewError::NoObject)?
+        .get();
+    // A Pod goes to the policies as the text it came in; only a template
+    // has to be parsed on the host, to be cut out.
+    let whole = OnceCell::new();
+    let object = || whole.get_or_init(|| parse(raw));
+    let pod_json: Cow<str> = if kind == WorkloadKind::Pod {
+        if !raw.trim_start().starts_with('{') {
+            return Err(ReviewError::NotAnObject);
+        }
+        Cow::Borrowed(raw)
+    } else {
+        let pod = pod::extract(kind, object())?;
+        Cow::Owned(serde_json::to_string(&pod).expect("a JSON value serialises"))
+    };
     let labels = OnceCell::new();
-    let labels = || labels.get_or_init(|| pod_labels(&pod)).as_ref();
+    let labels = || labels.get_or_init(|| pod_labels(&pod_json)).as_ref();
     let matching: Vec<&Policy> = set
         .policies
         .iter()
@@ -110,8 +128,9 @@ pub fn review_with(
     let mut run = Run {
         set,
         request: guest_request,
-        object: serde_json::to_string(&pod).expect("a JSON value serialises"),
-        original: &pod,
+        object: Cow::Borrowed(&pod_json),
+        original_json: &pod_json,
+        original: OnceCell::new(),
         deadline: options.deadline,
         mutated: None,
         results: Vec::with_capacity(matching.len()),
@@ -131,9 +150,13 @@ pub fn review_with(
     }
     run.revalidate(&matching[..stale]);
 
-    let patch = match run.mutated {
-        Some(mutated) => json_patch::diff(object, &pod::restore(kind, object, mutated)),
+    let patch = match run.mutated.take() {
         None => json_patch::Patch::default(),
+        Some(mutated) if kind == WorkloadKind::Pod => json_patch::diff(run.original(), &mutated),
+        Some(mutated) => {
+            let object = object();
+            json_patch::diff(object, &pod::restore(kind, object, mutated))
+        }
     };
     Ok(Decision {
         skipped: None,
@@ -142,9 +165,25 @@ pub fn review_with(
     })
 }
 
-fn pod_labels(pod: &Value) -> Option<BTreeMap<String, String>> {
-    let labels = pod.pointer("/metadata/labels")?;
-    serde_json::from_value(labels.clone()).ok()
+/// Parses JSON that serde_json has already read once, as a `RawValue` or
+/// from a `Value`: it cannot fail.
+fn parse(json: &str) -> Value {
+    serde_json::from_str(json).expect("JSON that was valid when the request was read")
+}
+
+/// The pod's labels, read without building the rest of it: only label
+/// selectors need them.
+fn pod_labels(pod: &str) -> Option<BTreeMap<String, String>> {
+    #[derive(Deserialize)]
+    struct Labelled {
+        #[serde(default)]
+        metadata: Metadata,
+    }
+    #[derive(Default, Deserialize)]
+    struct Metadata {
+        labels: Option<BTreeMap<String, String>>,
+    }
+    serde_json::from_str::<Labelled>(pod).ok()?.metadata.labels
 }
 
 /// The state of one review: the object as the policies have left it so far
@@ -152,9 +191,11 @@ fn pod_labels(pod: &Value) -> Option<BTreeMap<String, String>> {
 struct Run<'a> {
     set: &'a PolicySet,
     request: String,
-    /// The pod as the engine takes it: `mutated` as JSON, else `original`.
-    object: String,
-    original: &'a Value,
+    /// The pod as the engine takes it: `mutated` as JSON, else as it came.
+    object: Cow<'a, str>,
+    /// The pod as it came, as text, and parsed the first time it is needed.
+    original_json: &'a str,
+    original: OnceCell<Value>,
     deadline: Option<Instant>,
     /// The pod as the policies left it, once one changed it.
     mutated: Option<Value>,
@@ -162,6 +203,10 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
+    fn original(&self) -> &Value {
+        self.original.get_or_init(|| parse(self.original_json))
+    }
+
     /// Runs policies of one component in one call and appends their
     /// results. Returns whether they changed the object.
     fn evaluate(&mut self, policies: &[&Policy], mutate: bool) -> bool {
@@ -196,8 +241,11 @@ impl Run<'_> {
             .and_then(|e| {
                 let mutated = match &e.mutated_object {
                     Some(json) => Some(
-                        pod::check_mutation(self.mutated.as_ref().unwrap_or(self.original), json)
-                            .map_err(|m| {
+                        pod::check_mutation(
+                            self.mutated.as_ref().unwrap_or_else(|| self.original()),
+                            json,
+                        )
+                        .map_err(|m| {
                             EvalError::Malformed(format!("invalid mutated object: {m}"))
                         })?,
                     ),
@@ -245,7 +293,7 @@ impl Run<'_> {
                 match (mutated, evaluation.mutated_object) {
                     (Some(pod), Some(json)) => {
                         self.mutated = Some(pod);
-                        self.object = json;
+                        self.object = Cow::Owned(json);
                         true
                     }
                     _ => false,

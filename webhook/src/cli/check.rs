@@ -96,12 +96,12 @@ fn judge(
         namespace: Some(namespace),
         operation: Operation::Create,
         user_info: Default::default(),
-        object: Some(object),
+        object: Some(serde_json::value::to_raw_value(&object)?),
         old_object: None,
         dry_run: true,
     };
     let decision = admission::review(set, &request).with_context(|| format!("{origin}"))?;
-    let mut object = request.object.expect("set above");
+    let mut object = object;
     json_patch::patch(&mut object, &decision.patch)
         .with_context(|| format!("{origin}: the combined patch does not apply"))?;
     result.record(decision, object);

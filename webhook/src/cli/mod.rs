@@ -6,6 +6,7 @@ mod report;
 
 use crate::engine::{Engine, EngineOptions};
 use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -118,8 +119,16 @@ pub fn main() -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // Lines are written by a thread of their own, in batches: writing each
+    // audit event on the request's thread cost a syscall per request.
+    // Nothing is dropped: a full queue makes the request wait.
+    let (writer, _flush_on_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("logs")
+        .finish(std::io::BufWriter::new(std::io::stderr()));
     let logs = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(filter);
     match cli.log_format {
         LogFormat::Text => logs.init(),

@@ -22,6 +22,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
+/// A review that must end within this runs on the async worker that read
+/// the request. Handing it to the blocking pool cost more CPU than the
+/// policies themselves (207 against 144 µs of server CPU per pod in the
+/// load test); a policy that spins holds a worker only this long, as it
+/// would hold any thread. Longer budgets go to the blocking pool, so that a
+/// hung policy cannot keep the async workers from probes and other requests.
+const INLINE_BUDGET: Duration = Duration::from_millis(100);
+
 /// What every request shares.
 pub struct Shared {
     /// `None` until the first policy set is loaded.
@@ -171,6 +179,14 @@ async fn admit(
             "the policy set is still loading".into(),
         );
     };
+    // How long the policies may run, at most.
+    let longest = set
+        .policies
+        .iter()
+        .map(|p| p.limits.deadline)
+        .max()
+        .unwrap_or_default()
+        .min(deadline.saturating_duration_since(Instant::now()));
     if let Some(p) = &policy
         && !known
     {
@@ -217,10 +233,7 @@ async fn admit(
         Endpoint::Validate if shared.dry_run => Phase::Both,
         Endpoint::Validate => Phase::Validate,
     };
-    // Policies run on the blocking pool: a policy that spins until its
-    // deadline holds a pool thread, not one of the few async workers that
-    // answer every other request and probe.
-    let judged = tokio::task::spawn_blocking(move || {
+    let review = move || {
         let options = Options {
             phase,
             policy: policy.as_deref(),
@@ -228,8 +241,12 @@ async fn admit(
         };
         let decision = review_with(&set, &request, &options);
         (request, decision)
-    })
-    .await;
+    };
+    let judged = if longest <= INLINE_BUDGET {
+        Ok(review())
+    } else {
+        tokio::task::spawn_blocking(review).await
+    };
     let (request, decision) = match judged {
         Ok(judged) => judged,
         Err(e) => {

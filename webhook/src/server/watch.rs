@@ -2,6 +2,7 @@
 
 use notify::{RecursiveMode, Watcher};
 use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -19,18 +20,28 @@ pub struct FileWatch {
 /// have changed.
 ///
 /// The watch is on the files' directories, not the files: a Kubernetes
-/// volume replaces a file by swapping a symlink next to it, and an editor
-/// by renaming a new file over it, and neither is an event of the old
-/// file. A change next to the files calls `on_change` too; it must be
-/// harmless to call when nothing changed.
+/// volume replaces a file by swapping the `..data` symlink next to it, and
+/// an editor by renaming a new file over it, and neither is an event of
+/// the old file. Other files in the directories are ignored.
 pub fn watch(
     paths: &[&Path],
     name: &str,
     on_change: impl Fn() + Send + 'static,
 ) -> notify::Result<FileWatch> {
+    let names: BTreeSet<OsString> = paths
+        .iter()
+        .filter_map(|p| p.file_name().map(OsString::from))
+        .collect();
+    let concerns = move |path: &PathBuf| {
+        path.file_name()
+            .is_some_and(|name| names.contains(name) || name.as_encoded_bytes().starts_with(b".."))
+    };
     let (events, changes) = mpsc::channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok_and(|e| !e.kind.is_access()) {
+        if let Ok(event) = event
+            && !event.kind.is_access()
+            && event.paths.iter().any(&concerns)
+        {
             let _ = events.send(());
         }
     })?;
