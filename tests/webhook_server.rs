@@ -617,3 +617,46 @@ async fn the_load_test_review_is_the_typical_pod_and_admitted_unchanged() {
     assert!(admission.mutation.get("patch").is_none());
     assert_eq!(admission.validation["allowed"], true);
 }
+
+#[tokio::test]
+async fn over_the_concurrency_bound_requests_wait_their_turn() {
+    // Each review spins for its policy's whole 300 ms (on the blocking
+    // pool: the budget is over the inline limit); one review at a time.
+    let set = policy_set(&format!(
+        "  - name: slow\n    module: {}\n    policy: loop\n    timeout: 300ms\n    failurePolicy: Ignore\n",
+        common::HOSTILE_WASM
+    ));
+    let server = Server::start(Some(&set), &["--max-concurrent-reviews", "1"]);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..3)
+        .map(|_| {
+            let client = server.client();
+            let url = server.url("/validate?timeout=10s");
+            let body = review(&create("agyn", yaml(BARE_POD))).to_string();
+            tokio::spawn(async move {
+                let response = client.post(url).body(body).send().await.unwrap();
+                serde_json::from_str::<Value>(&response.text().await.unwrap()).unwrap()
+            })
+        })
+        .collect();
+    // While the reviews queue, the probes answer at once.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let probe = Instant::now();
+    let ready = reqwest::get(format!("http://{}/readyz", server.metrics))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    assert!(
+        probe.elapsed() < Duration::from_millis(150),
+        "{:?}",
+        probe.elapsed()
+    );
+    for task in tasks {
+        assert_eq!(task.await.unwrap()["response"]["allowed"], true);
+    }
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(850),
+        "three 300 ms reviews overlapped: {took:?}"
+    );
+}
