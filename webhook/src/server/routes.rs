@@ -30,6 +30,9 @@ use tokio::sync::Semaphore;
 /// hung policy cannot keep the async workers from probes and other requests.
 const INLINE_BUDGET: Duration = Duration::from_millis(100);
 
+/// The longest the API server waits for a webhook.
+const MAX_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// What every request shares.
 pub struct Shared {
     /// `None` until the first policy set is loaded.
@@ -170,8 +173,11 @@ async fn admit(
         Some(Ok(timeout)) => timeout,
         Some(Err(e)) => return refuse(StatusCode::BAD_REQUEST, format!("?timeout: {e}")),
     };
-    // A tenth of the budget is kept for the answer to travel back: the API
-    // server must hear the failure policy's verdict, not its own timeout.
+    // The API server waits 30 s at most; a larger budget means nothing and
+    // must not overflow the clock. A tenth of the budget is kept for the
+    // answer to travel back: the API server must hear the failure policy's
+    // verdict, not its own timeout.
+    let budget = budget.min(MAX_TIMEOUT);
     let deadline = start + budget - budget / 10;
     let Some(set) = set else {
         return refuse(
@@ -179,14 +185,6 @@ async fn admit(
             "the policy set is still loading".into(),
         );
     };
-    // How long the policies may run, at most.
-    let longest = set
-        .policies
-        .iter()
-        .map(|p| p.limits.deadline)
-        .max()
-        .unwrap_or_default()
-        .min(deadline.saturating_duration_since(Instant::now()));
     if let Some(p) = &policy
         && !known
     {
@@ -233,6 +231,14 @@ async fn admit(
         Endpoint::Validate if shared.dry_run => Phase::Both,
         Endpoint::Validate => Phase::Validate,
     };
+    // How long the policies may run, at most.
+    let longest = set
+        .policies
+        .iter()
+        .map(|p| p.limits.deadline)
+        .max()
+        .unwrap_or_default()
+        .min(deadline.saturating_duration_since(Instant::now()));
     let review = move || {
         let options = Options {
             phase,
