@@ -101,14 +101,15 @@ pub fn review_with(
     // has to be parsed on the host, to be cut out.
     let whole = OnceCell::new();
     let object = || whole.get_or_init(|| parse(raw));
-    let pod_json: Cow<str> = if kind == WorkloadKind::Pod {
+    let (pod_json, original): (Cow<str>, OnceCell<Value>) = if kind == WorkloadKind::Pod {
         if !raw.trim_start().starts_with('{') {
             return Err(ReviewError::NotAnObject);
         }
-        Cow::Borrowed(raw)
+        (Cow::Borrowed(raw), OnceCell::new())
     } else {
         let pod = pod::extract(kind, object())?;
-        Cow::Owned(serde_json::to_string(&pod).expect("a JSON value serialises"))
+        let json = serde_json::to_string(&pod).expect("a JSON value serialises");
+        (Cow::Owned(json), OnceCell::from(pod))
     };
     let labels = OnceCell::new();
     let labels = || labels.get_or_init(|| pod_labels(&pod_json)).as_ref();
@@ -130,7 +131,7 @@ pub fn review_with(
         request: guest_request,
         object: Cow::Borrowed(&pod_json),
         original_json: &pod_json,
-        original: OnceCell::new(),
+        original,
         deadline: options.deadline,
         mutated: None,
         results: Vec::with_capacity(matching.len()),
@@ -193,7 +194,8 @@ struct Run<'a> {
     request: String,
     /// The pod as the engine takes it: `mutated` as JSON, else as it came.
     object: Cow<'a, str>,
-    /// The pod as it came, as text, and parsed the first time it is needed.
+    /// The pod as it came, as text, and parsed the first time it is needed
+    /// (a template's pod, cut out of the parsed workload, starts parsed).
     original_json: &'a str,
     original: OnceCell<Value>,
     deadline: Option<Instant>,

@@ -67,7 +67,7 @@ fn judge(
     default_namespace: &str,
     manifest: Manifest,
 ) -> anyhow::Result<CheckResult> {
-    let Manifest { origin, object } = manifest;
+    let Manifest { origin, mut object } = manifest;
     let api_version = object["apiVersion"].as_str().unwrap_or_default();
     let kind = object["kind"].as_str().unwrap_or_default().to_string();
     let name = object
@@ -101,7 +101,6 @@ fn judge(
         dry_run: true,
     };
     let decision = admission::review(set, &request).with_context(|| format!("{origin}"))?;
-    let mut object = object;
     json_patch::patch(&mut object, &decision.patch)
         .with_context(|| format!("{origin}: the combined patch does not apply"))?;
     result.record(decision, object);

@@ -15,6 +15,7 @@ use file::{PolicyEntry, PolicySetFile};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use thiserror::Error;
 
 /// The built-in Agyn policy set, as `policies/agyn-policy-set.yaml` in the
@@ -90,6 +91,15 @@ pub struct Policy {
 }
 
 impl PolicySet {
+    /// The longest any review of this set may run its policies.
+    pub fn longest_deadline(&self) -> Duration {
+        self.policies
+            .iter()
+            .map(|p| p.limits.deadline)
+            .max()
+            .unwrap_or_default()
+    }
+
     /// Reads, checks and compiles a policy set. Any error names the file,
     /// the line where it can, and the policy.
     pub fn load(source: &Source, engine: &Engine) -> Result<PolicySet, ConfigError> {
