@@ -1,0 +1,135 @@
+//! `pod-security`: the Kubernetes Pod Security Standards, `baseline` or
+//! `restricted`, at any version from `v1.0` to `latest` (v1.37), with Pod
+//! Security Admission's verdicts and messages.
+//!
+//! Kubernetes' built-in Pod Security Admission (PSA) applies the standards
+//! per namespace, at admission only. This policy applies the same checks
+//! anywhere a policy set does (with its modes, matching and exemptions),
+//! and in the CI dry run, so a manifest's fate under PSA is known before it
+//! reaches a cluster. A denial reads as PSA's does:
+//!
+//! ```text
+//! violates PodSecurity "restricted:latest": allowPrivilegeEscalation != false
+//! (container "app" must set securityContext.allowPrivilegeEscalation=false), ...
+//! ```
+//!
+//! The dry run reads manifests as written, before the API server has
+//! defaulted them; [`defaults`] applies the defaults PSA's verdict depends
+//! on, so both see the same pod.
+//!
+//! Settings:
+//! - `level` (default `restricted`): `baseline` or `restricted`;
+//! - `version` (default `latest`): `latest` or `v1.N`, as in PSA's
+//!   `pod-security.kubernetes.io/enforce-version` label;
+//! - `exemptRuntimeClasses` (default empty): pods with one of these
+//!   `runtimeClassName`s are not checked, as PSA's runtime class exemption;
+//! - with `mutate: true` in the policy set, a `restricted` policy fills in
+//!   what the pod leaves unset with compliant values (see [`mutate`]).
+
+mod baseline;
+pub mod defaults;
+mod format;
+pub mod mutate;
+pub mod registry;
+mod restricted;
+pub mod version;
+mod visit;
+
+use agyn_policy_sdk::k8s_openapi::api::core::v1::{Pod, PodSpec};
+use agyn_policy_sdk::{Outcome, Policy, Request};
+pub use registry::Level;
+use serde::Deserialize;
+pub use version::Version;
+
+pub struct PodSecurity;
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct PodSecuritySettings {
+    pub level: Level,
+    pub version: Version,
+    pub exempt_runtime_classes: Vec<String>,
+}
+
+#[allow(
+    clippy::derivable_impls,
+    reason = "written out so that every policy states its defaults the same way"
+)]
+impl Default for PodSecuritySettings {
+    fn default() -> Self {
+        PodSecuritySettings {
+            level: Level::Restricted,
+            version: Version::Latest,
+            exempt_runtime_classes: Vec::new(),
+        }
+    }
+}
+
+/// Subresources of a pod PSA lets through unchecked: they cannot change
+/// what the standards look at.
+const IGNORED_SUBRESOURCES: &[&str] = &[
+    "attach",
+    "binding",
+    "eviction",
+    "exec",
+    "log",
+    "portforward",
+    "proxy",
+    "status",
+];
+
+fn exempt(request: &Request, pod: &Pod, settings: &PodSecuritySettings) -> bool {
+    let runtime_class = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.runtime_class_name.as_deref())
+        .filter(|rc| !rc.is_empty());
+    request
+        .sub_resource
+        .as_deref()
+        .is_some_and(|s| IGNORED_SUBRESOURCES.contains(&s))
+        || runtime_class.is_some_and(|rc| settings.exempt_runtime_classes.iter().any(|e| e == rc))
+}
+
+impl Policy for PodSecurity {
+    const NAME: &'static str = "pod-security";
+    type Settings = PodSecuritySettings;
+
+    fn check_settings(settings: &Self::Settings) -> Result<(), String> {
+        if settings.exempt_runtime_classes.iter().any(String::is_empty) {
+            return Err("exemptRuntimeClasses must not contain an empty name".into());
+        }
+        Ok(())
+    }
+
+    fn validate(request: &Request, pod: &Pod, settings: &Self::Settings) -> Outcome {
+        let mut out = Outcome::default();
+        if exempt(request, pod, settings) {
+            return out;
+        }
+        let pod = defaults::as_admitted(pod);
+        let no_spec = PodSpec::default();
+        let spec = pod.spec.as_ref().unwrap_or(&no_spec);
+        let forbidden = registry::evaluate(settings.level, settings.version, &pod.metadata, spec);
+        if !forbidden.is_empty() {
+            let list: Vec<String> = forbidden.iter().map(ToString::to_string).collect();
+            out.deny(format!(
+                "violates PodSecurity \"{}:{}\": {}",
+                settings.level,
+                settings.version,
+                list.join(", ")
+            ));
+        }
+        out
+    }
+
+    fn mutate(request: &Request, pod: &mut Pod, settings: &Self::Settings) -> bool {
+        if exempt(request, pod, settings) || settings.level != Level::Restricted {
+            return false;
+        }
+        mutate::fill_restricted(pod, settings.version)
+    }
+}
+
+#[cfg(feature = "export")]
+agyn_policy_sdk::export_policies!(PodSecurity);

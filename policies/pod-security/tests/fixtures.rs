@@ -1,0 +1,141 @@
+//! The Pod Security Standards fixtures, run natively: every case at every
+//! level and version it names must get PSA's verdict and message.
+
+mod support;
+
+use agyn_policy_sdk::Policy;
+use agyn_policy_sdk::k8s_openapi::api::core::v1::Pod;
+use agyn_policy_sdk::testing::{request, run, settings};
+use pod_security::PodSecurity;
+use pod_security::registry::CHECKS;
+use std::path::Path;
+use support::{Case, Expectation};
+
+fn cases() -> Vec<Case> {
+    support::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"))
+}
+
+fn judge(case: &Case, e: &Expectation, mutate: bool) -> (Option<String>, Pod) {
+    let pod: Pod = serde_json::from_value(case.pod.clone())
+        .unwrap_or_else(|err| panic!("{}: not a Pod: {err}", case.name));
+    let settings = settings::<PodSecurity>(&format!(
+        r#"{{"level": "{}", "version": "{}"}}"#,
+        e.level, e.version
+    ));
+    let result = run::<PodSecurity>(&request("pss-fixtures"), pod, &settings, mutate);
+    assert!(result.outcome.violations.len() <= 1, "one message per pod");
+    (result.outcome.violations.into_iter().next(), result.pod)
+}
+
+#[test]
+fn every_case_gets_psas_verdict() {
+    let mut failures = Vec::new();
+    let mut judged = 0;
+    for case in cases() {
+        for e in &case.expect {
+            let (got, _) = judge(&case, e, false);
+            if got != e.message() {
+                failures.push(format!(
+                    "{} / {} at {}:{}\n  expected: {}\n  got:      {}",
+                    case.check,
+                    case.name,
+                    e.level,
+                    e.version,
+                    e.message().as_deref().unwrap_or("allowed"),
+                    got.as_deref().unwrap_or("allowed"),
+                ));
+            }
+            judged += 1;
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {judged} verdicts differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// The acceptance: every check has a fixture file with a pod it admits and
+/// a pod it denies, and nothing else has one.
+#[test]
+fn every_check_has_passing_and_failing_fixtures() {
+    let cases = cases();
+    for check in CHECKS {
+        let of_check: Vec<&Case> = cases.iter().filter(|c| c.check == check.id).collect();
+        let level = format!("{:?}", check.level).to_lowercase();
+        let verdicts = || {
+            of_check
+                .iter()
+                .flat_map(|c| &c.expect)
+                .filter(|e| e.level == level)
+        };
+        assert!(
+            verdicts().any(|e| e.violations.is_none()),
+            "{}: no fixture passes at {level}",
+            check.id
+        );
+        assert!(
+            verdicts().any(|e| e.violations.is_some()),
+            "{}: no fixture fails at {level}",
+            check.id
+        );
+    }
+    for case in &cases {
+        assert!(
+            CHECKS.iter().any(|c| c.id == case.check),
+            "fixture file {}.yaml names no check",
+            case.check
+        );
+    }
+}
+
+/// With mutation, every pod that fails `restricted` only for what it left
+/// unset is admitted, and mutation never makes a denied pod's message
+/// change for what it did set.
+#[test]
+fn mutation_fills_only_what_is_unset() {
+    let restricted = Expectation {
+        level: "restricted".into(),
+        version: "latest".into(),
+        violations: None,
+    };
+    for case in cases() {
+        let (before, _) = judge(&case, &restricted, false);
+        let (after, mutated) = judge(&case, &restricted, true);
+        if before.is_none() {
+            assert_eq!(after, None, "{}: mutation broke a compliant pod", case.name);
+        }
+        // Mutation only adds: whatever the pod set is still there.
+        let original: Pod = serde_json::from_value(case.pod.clone()).unwrap();
+        let was = serde_json::to_value(&original).unwrap();
+        let now = serde_json::to_value(&mutated).unwrap();
+        let patch = json_patch::diff(&was, &now);
+        for op in patch.0 {
+            assert!(
+                matches!(op, json_patch::PatchOperation::Add(_)),
+                "{}: mutation did more than add: {op:?}",
+                case.name
+            );
+        }
+    }
+}
+
+#[test]
+fn settings_are_checked() {
+    let entry = agyn_policy_sdk::entry::<PodSecurity>();
+    assert!(
+        entry
+            .validate_settings(r#"{"level": "baseline", "version": "v1.30"}"#)
+            .is_ok()
+    );
+    for bad in [
+        r#"{"level": "privileged"}"#,
+        r#"{"version": "1.30"}"#,
+        r#"{"levle": "baseline"}"#,
+        r#"{"exemptRuntimeClasses": [""]}"#,
+    ] {
+        assert!(entry.validate_settings(bad).is_err(), "{bad} accepted");
+    }
+    assert_eq!(PodSecurity::NAME, "pod-security");
+}
