@@ -215,9 +215,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 fn reload(shared: &Shared, engine: &Engine, source: &Source) {
     match PolicySet::load(source, engine) {
         Ok(set) => {
-            tracing::info!(policies = set.policies.len(), "policy set reloaded");
+            // Logged once in effect: a reader of the log (an operator, or a
+            // test) may rely on requests after it meeting the new set.
+            let policies = set.policies.len();
             shared.install(set);
             shared.metrics.reload(true);
+            tracing::info!(policies, "policy set reloaded");
         }
         Err(e) => {
             tracing::error!(
