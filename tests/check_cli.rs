@@ -180,11 +180,11 @@ fn junit_and_sarif_reports() {
     let out = check(&["-o", "junit", dir.to_str().unwrap()], None);
     let junit = String::from_utf8(out.stdout).unwrap();
     assert!(
-        junit.contains(r#"tests="9" failures="4" skipped="2""#),
+        junit.contains(r#"tests="11" failures="4" skipped="4""#),
         "{junit}"
     );
     assert!(
-        junit.contains("<failure message=\"denied by 2 violation(s)\">"),
+        junit.contains("<failure message=\"denied by 3 violation(s)\">"),
         "{junit}"
     );
 

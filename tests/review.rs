@@ -44,7 +44,7 @@ fn apply(mut object: Value, patch: &json_patch::Patch) -> Value {
 }
 
 #[test]
-fn a_bare_pod_is_fixed_by_mutation_and_the_result_passes_all_five_policies() {
+fn a_bare_pod_is_fixed_by_mutation_and_the_result_passes_every_built_in_policy() {
     let engine = engine();
     let set = builtin(&engine);
     let pod = yaml(BARE_POD);
@@ -65,6 +65,15 @@ fn a_bare_pod_is_fixed_by_mutation_and_the_result_passes_all_five_policies() {
     assert_eq!(
         patched["spec"]["initContainers"][0]["securityContext"]["capabilities"]["drop"],
         json!(["ALL"])
+    );
+    // pod-security makes it meet the restricted standard in `agyn`.
+    assert_eq!(
+        patched["spec"]["securityContext"]["seccompProfile"],
+        json!({"type": "RuntimeDefault"})
+    );
+    assert_eq!(
+        patched["spec"]["initContainers"][0]["securityContext"]["allowPrivilegeEscalation"],
+        json!(false)
     );
     let again = review(&set, &create("agyn", patched)).unwrap();
     assert!(
@@ -90,6 +99,7 @@ fn a_bare_pod_is_fixed_by_mutation_and_the_result_passes_all_five_policies() {
             ("drop-capabilities", true),
             ("service-account-token", true),
             ("workload-isolation", true),
+            ("pod-security", true),
         ]
     );
 }
@@ -107,7 +117,8 @@ fn a_deployment_whose_template_runs_as_root_is_denied_with_the_container_and_fie
     assert_eq!(
         messages,
         [
-            "run-as-non-root: container \"app\": securityContext.runAsUser must be a non-zero UID (is 0)"
+            "run-as-non-root: container \"app\": securityContext.runAsUser must be a non-zero UID (is 0)",
+            "pod-security: violates PodSecurity \"restricted:latest\": runAsUser=0 (pod must not set runAsUser=0)",
         ]
     );
     // Mutation still filled what was unset, on the template's paths.
@@ -313,7 +324,7 @@ fn malformed_objects_are_review_errors() {
 }
 
 #[test]
-fn the_policies_as_five_components_decide_as_the_bundle_does() {
+fn the_policies_as_separate_components_decide_as_the_bundle_does() {
     let engine = engine();
     let set = load_set(
         &engine,
@@ -327,16 +338,18 @@ policies:
   - {{name: drop-capabilities, module: {}, mutate: true}}
   - {{name: service-account-token, module: {}, mutate: true}}
   - {{name: workload-isolation, module: {}, mutate: true}}
+  - {{name: pod-security, module: {}, mutate: true, match: {{namespaces: [agyn]}}, settings: {{workloadTemplates: deny}}}}
 "#,
             env!("AGYN_RUN_AS_NON_ROOT_WASM"),
             env!("AGYN_READONLY_ROOT_FILESYSTEM_WASM"),
             env!("AGYN_DROP_CAPABILITIES_WASM"),
             env!("AGYN_SERVICE_ACCOUNT_TOKEN_WASM"),
             env!("AGYN_WORKLOAD_ISOLATION_WASM"),
+            env!("AGYN_POD_SECURITY_WASM"),
         ),
     )
     .unwrap();
-    assert_eq!(set.components.len(), 5);
+    assert_eq!(set.components.len(), 6);
     let bundle = builtin(&engine);
     for object in [yaml(BARE_POD), yaml(ROOT_DEPLOYMENT)] {
         let request = create("agyn", object);

@@ -112,6 +112,7 @@ async fn a_violating_pod_is_denied_with_every_message() {
         r#"[run-as-non-root] container "app": securityContext.runAsUser must be a non-zero UID (is 0)"#,
         r#"[readonly-root-filesystem] container "app": securityContext.readOnlyRootFilesystem must be true (is false)"#,
         r#"[drop-capabilities] container "app": securityContext.capabilities.add must be empty (is ["NET_ADMIN"])"#,
+        r#"[pod-security] violates PodSecurity "restricted:latest": unrestricted capabilities (container "app" must not include "NET_ADMIN" in securityContext.capabilities.add), runAsUser=0 (container "app" must not set runAsUser=0)"#,
     ] {
         assert!(
             message.contains(expected),
@@ -120,8 +121,8 @@ async fn a_violating_pod_is_denied_with_every_message() {
     }
     assert_eq!(
         message.matches("; [").count(),
-        2,
-        "exactly three violations: {message}"
+        3,
+        "exactly four violations: {message}"
     );
 
     // Without the mutating webhook, everything the pod leaves unset is a
@@ -159,6 +160,15 @@ async fn a_pod_fixed_by_mutation_is_then_admitted() {
     assert_eq!(
         spec["containers"][0]["securityContext"]["capabilities"]["drop"],
         json!(["ALL"])
+    );
+    // pod-security: the restricted standard in `agyn`, met by mutation.
+    assert_eq!(
+        spec["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    assert_eq!(
+        spec["containers"][0]["securityContext"]["allowPrivilegeEscalation"],
+        false
     );
     assert_eq!(
         spec["containers"][0]["env"], request["object"]["spec"]["containers"][0]["env"],
@@ -484,7 +494,7 @@ async fn metrics_count_requests_policies_and_the_loaded_set() {
         r#"agyn_admission_request_duration_seconds_count{endpoint="validate"} 1"#,
         r#"agyn_admission_policy_duration_seconds_count{policy="run-as-non-root"} 2"#,
         r#"agyn_admission_policy_duration_seconds_count{policy="workload-isolation"} 2"#,
-        "agyn_admission_policies_loaded 5",
+        "agyn_admission_policies_loaded 6",
     ] {
         assert!(metrics.contains(line), "{line} missing from {metrics}");
     }

@@ -48,6 +48,11 @@ const SINGLE_POLICIES: &[(&str, &str, &str)] = &[
         "workload-isolation/export",
         "AGYN_WORKLOAD_ISOLATION_WASM",
     ),
+    (
+        "pod-security",
+        "pod-security/export",
+        "AGYN_POD_SECURITY_WASM",
+    ),
 ];
 
 fn main() {

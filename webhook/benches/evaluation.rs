@@ -1,6 +1,7 @@
 //! What a pod costs: one policy through the engine, the whole built-in set
 //! through the engine and through `review` (with the host's JSON work), and
-//! the same five policies as native Rust, the floor.
+//! the same policies as native Rust, the floor. The pod is in `agyn`, so
+//! every built-in policy judges it, `pod-security` included.
 
 use agyn_admission::admission::{AdmissionRequest, review};
 use agyn_admission::config::{BUILTIN_COMPONENT, PolicySet, Source};
@@ -18,6 +19,7 @@ const NATIVE: &[Entry] = &[
     entry::<drop_capabilities::DropCapabilities>(),
     entry::<service_account_token::ServiceAccountToken>(),
     entry::<workload_isolation::WorkloadIsolation>(),
+    entry::<pod_security::PodSecurity>(),
 ];
 
 /// The built-in set's policies, with their settings, as engine calls.
@@ -44,8 +46,8 @@ fn bench(c: &mut Criterion) {
     let engine = Engine::new(&EngineOptions::default()).unwrap();
     let component = engine.load(BUILTIN_COMPONENT, None).unwrap();
     let set = PolicySet::load(&Source::Builtin, &engine).unwrap();
-    let five = calls(&set);
-    let one = &five[..1];
+    let all = calls(&set);
+    let one = &all[..1];
     let single = std::fs::read(env!("AGYN_RUN_AS_NON_ROOT_WASM")).unwrap();
     let single = engine.load(&single, None).unwrap();
     for (name, component) in [
@@ -63,7 +65,7 @@ fn bench(c: &mut Criterion) {
     c.bench_function("wasm: built-in set, one call", |b| {
         b.iter(|| {
             component
-                .evaluate(&request, black_box(&object), &five, Limits::default())
+                .evaluate(&request, black_box(&object), &all, Limits::default())
                 .unwrap()
         })
     });
@@ -78,7 +80,7 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    let native_calls: Vec<agyn_policy_sdk::Call> = five
+    let native_calls: Vec<agyn_policy_sdk::Call> = all
         .iter()
         .map(|c| agyn_policy_sdk::Call {
             policy: c.policy.clone(),

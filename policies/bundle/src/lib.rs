@@ -1,7 +1,7 @@
 //! The built-in policy set as one component.
 //!
 //! Instantiating a component and parsing the pod are most of the cost of an
-//! evaluation; carrying all five policies in one component lets a request
+//! evaluation; carrying all the built-in policies in one component lets a request
 //! pay for both once instead of five times. Each policy crate still builds
 //! as a component of its own (feature `export`).
 
@@ -11,4 +11,5 @@ agyn_policy_sdk::export_policies!(
     drop_capabilities::DropCapabilities,
     service_account_token::ServiceAccountToken,
     workload_isolation::WorkloadIsolation,
+    pod_security::PodSecurity,
 );

@@ -23,6 +23,10 @@
 //!   `pod-security.kubernetes.io/enforce-version` label;
 //! - `exemptRuntimeClasses` (default empty): pods with one of these
 //!   `runtimeClassName`s are not checked, as PSA's runtime class exemption;
+//! - `workloadTemplates` (default `warn`): what a violation in the pod
+//!   template of a Deployment, Job or other workload controller does. PSA
+//!   only warns there (`would violate PodSecurity ...`) and rejects the
+//!   pods later; `deny` rejects the workload itself;
 //! - with `mutate: true` in the policy set, a `restricted` policy fills in
 //!   what the pod leaves unset with compliant values (see [`mutate`]).
 
@@ -49,6 +53,17 @@ pub struct PodSecuritySettings {
     pub level: Level,
     pub version: Version,
     pub exempt_runtime_classes: Vec<String>,
+    pub workload_templates: TemplateAction,
+}
+
+/// What a violation in a workload's pod template does.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TemplateAction {
+    /// As PSA: the workload is admitted with a warning.
+    #[default]
+    Warn,
+    Deny,
 }
 
 #[allow(
@@ -61,6 +76,7 @@ impl Default for PodSecuritySettings {
             level: Level::Restricted,
             version: Version::Latest,
             exempt_runtime_classes: Vec::new(),
+            workload_templates: TemplateAction::Warn,
         }
     }
 }
@@ -111,14 +127,23 @@ impl Policy for PodSecurity {
         let no_spec = PodSpec::default();
         let spec = pod.spec.as_ref().unwrap_or(&no_spec);
         let forbidden = registry::evaluate(settings.level, settings.version, &pod.metadata, spec);
-        if !forbidden.is_empty() {
-            let list: Vec<String> = forbidden.iter().map(ToString::to_string).collect();
-            out.deny(format!(
-                "violates PodSecurity \"{}:{}\": {}",
-                settings.level,
-                settings.version,
-                list.join(", ")
-            ));
+        if forbidden.is_empty() {
+            return out;
+        }
+        let list: Vec<String> = forbidden.iter().map(ToString::to_string).collect();
+        let violation = format!(
+            "PodSecurity \"{}:{}\": {}",
+            settings.level,
+            settings.version,
+            list.join(", ")
+        );
+        // The host presents a workload's template as a Pod; the request
+        // still says what was submitted.
+        let template = !matches!(request.kind.kind.as_str(), "Pod" | "");
+        if template && settings.workload_templates == TemplateAction::Warn {
+            out.warn(format!("would violate {violation}"));
+        } else {
+            out.deny(format!("violates {violation}"));
         }
         out
     }

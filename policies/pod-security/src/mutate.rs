@@ -3,8 +3,8 @@
 //! admitted, while one that sets an insecure value is still denied.
 //!
 //! - `allowPrivilegeEscalation: false` on every container that leaves it
-//!   unset (except a privileged one or one adding `SYS_ADMIN`, which the API
-//!   server would reject with the field set: it is denied instead);
+//!   unset (except a privileged one or one adding `CAP_SYS_ADMIN`, which the
+//!   API server would reject with the field set: it is denied instead);
 //! - `seccompProfile.type: RuntimeDefault` at pod level, when some
 //!   container has no profile of its own and the pod has none;
 //! - `ALL` added to every container's `capabilities.drop` (dropping more
@@ -73,13 +73,14 @@ fn forbid_escalation(c: &mut ContainerMut<'_>) -> bool {
 }
 
 /// A container the API server refuses `allowPrivilegeEscalation: false`
-/// for: privileged, or adding `SYS_ADMIN`.
+/// for: privileged, or adding `CAP_SYS_ADMIN` (its validation compares
+/// that exact string).
 fn escalates_anyway(sc: &SecurityContext) -> bool {
     let sys_admin = sc
         .capabilities
         .as_ref()
         .and_then(|c| c.add.as_ref())
-        .is_some_and(|add| add.iter().any(|a| a == "SYS_ADMIN" || a == "CAP_SYS_ADMIN"));
+        .is_some_and(|add| add.iter().any(|a| a == "CAP_SYS_ADMIN"));
     sc.privileged == Some(true) || sys_admin
 }
 

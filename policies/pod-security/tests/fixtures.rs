@@ -57,7 +57,7 @@ fn every_case_gets_psas_verdict() {
 }
 
 /// The acceptance: every check has a fixture file with a pod it admits and
-/// a pod it denies, and nothing else has one.
+/// a pod it denies; the only other file holds the documentation's pods.
 #[test]
 fn every_check_has_passing_and_failing_fixtures() {
     let cases = cases();
@@ -83,7 +83,7 @@ fn every_check_has_passing_and_failing_fixtures() {
     }
     for case in &cases {
         assert!(
-            CHECKS.iter().any(|c| c.id == case.check),
+            case.check == "documentation" || CHECKS.iter().any(|c| c.id == case.check),
             "fixture file {}.yaml names no check",
             case.check
         );
@@ -138,4 +138,65 @@ fn settings_are_checked() {
         assert!(entry.validate_settings(bad).is_err(), "{bad} accepted");
     }
     assert_eq!(PodSecurity::NAME, "pod-security");
+}
+
+/// PSA admits a workload whose template violates the standards, with a
+/// warning, and rejects its pods; `workloadTemplates: deny` rejects the
+/// workload itself.
+#[test]
+fn a_workload_template_is_warned_about_as_psa_does() {
+    let mut deployment = request("pss-fixtures");
+    deployment.kind.kind = "Deployment".into();
+    let pod = agyn_policy_sdk::testing::pod(
+        "{kind: Pod, spec: {containers: [{name: app, image: nginx, securityContext: {privileged: true}}]}}",
+    );
+    let expected = "PodSecurity \"baseline:latest\": privileged (container \"app\" must not set securityContext.privileged=true)";
+
+    let warn = settings::<PodSecurity>(r#"{"level": "baseline"}"#);
+    let out = run::<PodSecurity>(&deployment, pod.clone(), &warn, false).outcome;
+    assert_eq!(out.violations, Vec::<String>::new());
+    assert_eq!(out.warnings, [format!("would violate {expected}")]);
+
+    let deny = settings::<PodSecurity>(r#"{"level": "baseline", "workloadTemplates": "deny"}"#);
+    let out = run::<PodSecurity>(&deployment, pod.clone(), &deny, false).outcome;
+    assert_eq!(out.violations, [format!("violates {expected}")]);
+
+    // A Pod is denied whatever the setting.
+    let out = run::<PodSecurity>(&request("pss-fixtures"), pod, &warn, false).outcome;
+    assert_eq!(out.violations, [format!("violates {expected}")]);
+}
+
+#[test]
+fn exempt_runtime_classes_and_ignored_subresources_are_not_checked() {
+    let pod = agyn_policy_sdk::testing::pod(
+        "{kind: Pod, spec: {runtimeClassName: kata, hostNetwork: true, containers: [{name: app, image: nginx}]}}",
+    );
+    let exempt =
+        settings::<PodSecurity>(r#"{"level": "baseline", "exemptRuntimeClasses": ["kata"]}"#);
+    let out = run::<PodSecurity>(&request("ns"), pod.clone(), &exempt, true);
+    assert!(out.outcome.is_allowed());
+    assert_eq!(out.pod, pod, "nothing mutated either");
+
+    let other =
+        settings::<PodSecurity>(r#"{"level": "baseline", "exemptRuntimeClasses": ["gvisor"]}"#);
+    assert!(
+        !run::<PodSecurity>(&request("ns"), pod.clone(), &other, false)
+            .outcome
+            .is_allowed()
+    );
+
+    let mut status = request("ns");
+    status.sub_resource = Some("status".into());
+    assert!(
+        run::<PodSecurity>(&status, pod.clone(), &other, false)
+            .outcome
+            .is_allowed()
+    );
+    let mut ephemeral = request("ns");
+    ephemeral.sub_resource = Some("ephemeralcontainers".into());
+    assert!(
+        !run::<PodSecurity>(&ephemeral, pod, &other, false)
+            .outcome
+            .is_allowed()
+    );
 }
