@@ -2,7 +2,7 @@
 //!
 //! Instantiating a component and parsing the pod are most of the cost of an
 //! evaluation; carrying all the built-in policies in one component lets a request
-//! pay for both once instead of five times. Each policy crate still builds
+//! pay for both once instead of once per policy. Each policy crate still builds
 //! as a component of its own (feature `export`).
 
 agyn_policy_sdk::export_policies!(

@@ -21,21 +21,19 @@ pub fn host_namespaces(_: &ObjectMeta, spec: &PodSpec) -> Option<Forbidden> {
     .filter(|(on, _)| *on == Some(true))
     .map(|(_, text)| text)
     .collect();
-    Forbidden::unless(used.is_empty(), "host namespaces", used.join(", "))
+    Forbidden::unless(used.is_empty(), "host namespaces", || used.join(", "))
 }
 
 pub fn privileged(_: &ObjectMeta, spec: &PodSpec) -> Option<Forbidden> {
     let bad = names_where(spec, |c| {
         c.security_context.and_then(|sc| sc.privileged) == Some(true)
     });
-    Forbidden::unless(
-        bad.is_empty(),
-        "privileged",
+    Forbidden::unless(bad.is_empty(), "privileged", || {
         format!(
             "{} must not set securityContext.privileged=true",
             containers(&bad)
-        ),
-    )
+        )
+    })
 }
 
 /// What a container may add at `baseline`: the container runtimes'
@@ -75,15 +73,13 @@ pub fn capabilities(_: &ObjectMeta, spec: &PodSpec) -> Option<Forbidden> {
         found
     });
     let capabilities: Vec<&str> = capabilities.into_iter().collect();
-    Forbidden::unless(
-        bad.is_empty(),
-        "non-default capabilities",
+    Forbidden::unless(bad.is_empty(), "non-default capabilities", || {
         format!(
             "{} must not include {} in securityContext.capabilities.add",
             containers(&bad),
             join_quote(&capabilities)
-        ),
-    )
+        )
+    })
 }
 
 pub fn host_path_volumes(_: &ObjectMeta, spec: &PodSpec) -> Option<Forbidden> {
@@ -94,15 +90,13 @@ pub fn host_path_volumes(_: &ObjectMeta, spec: &PodSpec) -> Option<Forbidden> {
         .filter(|v| v.host_path.is_some())
         .map(|v| v.name.as_str())
         .collect();
-    Forbidden::unless(
-        bad.is_empty(),
-        "hostPath volumes",
+    Forbidden::unless(bad.is_empty(), "hostPath volumes", || {
         format!(
             "{} {}",
             pluralize("volume", "volumes", bad.len()),
             join_quote(&bad)
-        ),
-    )
+        )
+    })
 }
 
 pub fn host_ports(_: &ObjectMeta, spec: &PodSpec) -> Option<Forbidden> {
@@ -122,17 +116,15 @@ pub fn host_ports(_: &ObjectMeta, spec: &PodSpec) -> Option<Forbidden> {
         found
     });
     let ports: Vec<String> = ports.into_iter().collect();
-    Forbidden::unless(
-        bad.is_empty(),
-        "hostPort",
+    Forbidden::unless(bad.is_empty(), "hostPort", || {
         format!(
             "{} {} {} {}",
             containers(&bad),
             pluralize("uses", "use", bad.len()),
             pluralize("hostPort", "hostPorts", ports.len()),
             ports.join(", ")
-        ),
-    )
+        )
+    })
 }
 
 pub fn host_probes_and_lifecycle(_: &ObjectMeta, spec: &PodSpec) -> Option<Forbidden> {
@@ -161,9 +153,7 @@ pub fn host_probes_and_lifecycle(_: &ObjectMeta, spec: &PodSpec) -> Option<Forbi
     }
     let bad: Vec<&str> = bad.into_iter().collect();
     let hosts: Vec<&str> = hosts.into_iter().collect();
-    Forbidden::unless(
-        bad.is_empty(),
-        "probe or lifecycle host",
+    Forbidden::unless(bad.is_empty(), "probe or lifecycle host", || {
         format!(
             "{} {} {} {}",
             containers(&bad),
@@ -174,8 +164,8 @@ pub fn host_probes_and_lifecycle(_: &ObjectMeta, spec: &PodSpec) -> Option<Forbi
                 hosts.len()
             ),
             join_quote(&hosts)
-        ),
-    )
+        )
+    })
 }
 
 const APPARMOR_ANNOTATION_PREFIX: &str = "container.apparmor.security.beta.kubernetes.io/";
@@ -234,11 +224,13 @@ pub fn apparmor_profile(meta: &ObjectMeta, spec: &PodSpec) -> Option<Forbidden> 
             "forbidden AppArmor profiles",
             values.len(),
         ),
-        format!(
-            "{} must not set AppArmor profile type to {}",
-            setters.join(" and "),
-            join_quote(&values)
-        ),
+        || {
+            format!(
+                "{} must not set AppArmor profile type to {}",
+                setters.join(" and "),
+                join_quote(&values)
+            )
+        },
     )
 }
 
@@ -306,15 +298,13 @@ fn selinux_options(spec: &PodSpec, allowed: &[&str]) -> Option<Forbidden> {
     if role_set {
         problems.push("role may not be set".to_string());
     }
-    Forbidden::unless(
-        setters.is_empty(),
-        "seLinuxOptions",
+    Forbidden::unless(setters.is_empty(), "seLinuxOptions", || {
         format!(
             "{} set forbidden securityContext.seLinuxOptions: {}",
             setters.join(" and "),
             problems.join("; ")
-        ),
-    )
+        )
+    })
 }
 
 /// `procMount` must be `Default` (or unset) in every container.
@@ -329,15 +319,13 @@ pub fn proc_mount_1_0(_: &ObjectMeta, spec: &PodSpec) -> Option<Forbidden> {
         bad.is_some()
     });
     let values: Vec<&str> = values.into_iter().collect();
-    Forbidden::unless(
-        bad.is_empty(),
-        "procMount",
+    Forbidden::unless(bad.is_empty(), "procMount", || {
         format!(
             "{} must not set securityContext.procMount to {}",
             containers(&bad),
             join_quote(&values)
-        ),
-    )
+        )
+    })
 }
 
 /// From v1.35 a pod in its own user namespace (`hostUsers: false`) may
@@ -371,15 +359,13 @@ pub fn seccomp_profile_1_0(meta: &ObjectMeta, spec: &PodSpec) -> Option<Forbidde
         judge(format!("{SECCOMP_CONTAINER_ANNOTATION_PREFIX}{}", c.name));
     }
     let bad: Vec<String> = bad.into_iter().collect();
-    Forbidden::unless(
-        bad.is_empty(),
-        "seccompProfile",
+    Forbidden::unless(bad.is_empty(), "seccompProfile", || {
         format!(
             "forbidden {} {}",
             pluralize("annotation", "annotations", bad.len()),
             bad.join(", ")
-        ),
-    )
+        )
+    })
 }
 
 pub fn seccomp_type_allowed(profile_type: &str) -> bool {
@@ -413,15 +399,13 @@ pub fn seccomp_profile_1_19(_: &ObjectMeta, spec: &PodSpec) -> Option<Forbidden>
         setters.push(containers(&bad));
     }
     let types: Vec<&str> = types.into_iter().collect();
-    Forbidden::unless(
-        setters.is_empty(),
-        "seccompProfile",
+    Forbidden::unless(setters.is_empty(), "seccompProfile", || {
         format!(
             "{} must not set securityContext.seccompProfile.type to {}",
             setters.join(" and "),
             join_quote(&types)
-        ),
-    )
+        )
+    })
 }
 
 /// Sysctls that are namespaced and safe, allowed at `baseline`, by the
@@ -475,7 +459,7 @@ fn sysctls(spec: &PodSpec, minor: u32) -> Option<Forbidden> {
                 .any(|&(since, safe)| since <= minor && safe == *name)
         })
         .collect();
-    Forbidden::unless(bad.is_empty(), "forbidden sysctls", bad.join(", "))
+    Forbidden::unless(bad.is_empty(), "forbidden sysctls", || bad.join(", "))
 }
 
 pub fn windows_host_process(_: &ObjectMeta, spec: &PodSpec) -> Option<Forbidden> {
@@ -497,12 +481,10 @@ pub fn windows_host_process(_: &ObjectMeta, spec: &PodSpec) -> Option<Forbidden>
     if !bad.is_empty() {
         setters.push(containers(&bad));
     }
-    Forbidden::unless(
-        setters.is_empty(),
-        "hostProcess",
+    Forbidden::unless(setters.is_empty(), "hostProcess", || {
         format!(
             "{} must not set securityContext.windowsOptions.hostProcess=true",
             setters.join(" and ")
-        ),
-    )
+        )
+    })
 }

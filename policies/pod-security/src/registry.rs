@@ -48,18 +48,18 @@ impl Forbidden {
         })
     }
 
-    /// `None` when `allowed`, else the violation. The detail is built even
-    /// when allowed; checks are cheap and this keeps each one a single
-    /// expression.
-    pub fn unless(
+    /// `None` when `allowed`, else the violation. The detail is written
+    /// only then: most pods pass most checks, and formatting every detail
+    /// would cost more than the checks.
+    pub fn unless<D: Into<String>>(
         allowed: bool,
         reason: impl Into<String>,
-        detail: impl Into<String>,
+        detail: impl FnOnce() -> D,
     ) -> Option<Forbidden> {
         if allowed {
             None
         } else {
-            Forbidden::new(reason, detail)
+            Forbidden::new(reason, detail())
         }
     }
 }

@@ -77,9 +77,7 @@ pub fn volumes(_: &ObjectMeta, spec: &PodSpec) -> Option<Forbidden> {
         .map(|v| v.name.as_str())
         .collect();
     let types: Vec<&str> = types.into_iter().collect();
-    Forbidden::unless(
-        bad.is_empty(),
-        "restricted volume types",
+    Forbidden::unless(bad.is_empty(), "restricted volume types", || {
         format!(
             "{} {} {} {} {}",
             pluralize("volume", "volumes", bad.len()),
@@ -91,8 +89,8 @@ pub fn volumes(_: &ObjectMeta, spec: &PodSpec) -> Option<Forbidden> {
                 types.len()
             ),
             join_quote(&types)
-        ),
-    )
+        )
+    })
 }
 
 pub fn allow_privilege_escalation_1_8(_: &ObjectMeta, spec: &PodSpec) -> Option<Forbidden> {
@@ -101,14 +99,12 @@ pub fn allow_privilege_escalation_1_8(_: &ObjectMeta, spec: &PodSpec) -> Option<
             .and_then(|sc| sc.allow_privilege_escalation)
             != Some(false)
     });
-    Forbidden::unless(
-        bad.is_empty(),
-        "allowPrivilegeEscalation != false",
+    Forbidden::unless(bad.is_empty(), "allowPrivilegeEscalation != false", || {
         format!(
             "{} must set securityContext.allowPrivilegeEscalation=false",
             containers(&bad)
-        ),
-    )
+        )
+    })
 }
 
 pub fn allow_privilege_escalation_1_25(meta: &ObjectMeta, spec: &PodSpec) -> Option<Forbidden> {
@@ -149,14 +145,12 @@ pub fn run_as_non_root_1_0(_: &ObjectMeta, spec: &PodSpec) -> Option<Forbidden> 
             ),
         );
     }
-    Forbidden::unless(
-        implicit.is_empty(),
-        REASON,
+    Forbidden::unless(implicit.is_empty(), REASON, || {
         format!(
             "pod or {} must set securityContext.runAsNonRoot=true",
             containers(&implicit)
-        ),
-    )
+        )
+    })
 }
 
 /// From v1.35 a pod in its own user namespace (`hostUsers: false`) may run
@@ -179,11 +173,9 @@ pub fn run_as_user_1_23(_: &ObjectMeta, spec: &PodSpec) -> Option<Forbidden> {
     if !bad.is_empty() {
         setters.push(containers(&bad));
     }
-    Forbidden::unless(
-        setters.is_empty(),
-        "runAsUser=0",
-        format!("{} must not set runAsUser=0", setters.join(" and ")),
-    )
+    Forbidden::unless(setters.is_empty(), "runAsUser=0", || {
+        format!("{} must not set runAsUser=0", setters.join(" and "))
+    })
 }
 
 /// As [`run_as_non_root_1_35`], for `runAsUser`.
@@ -240,14 +232,12 @@ pub fn seccomp_profile_1_19(_: &ObjectMeta, spec: &PodSpec) -> Option<Forbidden>
             ),
         );
     }
-    Forbidden::unless(
-        implicit.is_empty(),
-        "seccompProfile",
+    Forbidden::unless(implicit.is_empty(), "seccompProfile", || {
         format!(
             "pod or {} must set securityContext.seccompProfile.type to \"RuntimeDefault\" or \"Localhost\"",
             containers(&implicit)
-        ),
-    )
+        )
+    })
 }
 
 pub fn seccomp_profile_1_25(meta: &ObjectMeta, spec: &PodSpec) -> Option<Forbidden> {
@@ -297,11 +287,9 @@ pub fn capabilities_1_22(_: &ObjectMeta, spec: &PodSpec) -> Option<Forbidden> {
             join_quote(&forbidden)
         ));
     }
-    Forbidden::unless(
-        parts.is_empty(),
-        "unrestricted capabilities",
-        parts.join("; "),
-    )
+    Forbidden::unless(parts.is_empty(), "unrestricted capabilities", || {
+        parts.join("; ")
+    })
 }
 
 pub fn capabilities_1_25(meta: &ObjectMeta, spec: &PodSpec) -> Option<Forbidden> {

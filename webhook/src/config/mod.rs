@@ -19,10 +19,10 @@ use std::time::Duration;
 use thiserror::Error;
 
 /// The built-in Agyn policy set, as `policies/agyn-policy-set.yaml` in the
-/// repository: the five policies, enforced, with mutation.
+/// repository: the built-in policies, enforced, with mutation.
 pub const BUILTIN_POLICY_SET: &str = include_str!("../../../policies/agyn-policy-set.yaml");
 
-/// The built-in component, carrying the five Agyn policies.
+/// The built-in component, carrying the Agyn policies and `pod-security`.
 pub const BUILTIN_COMPONENT: &[u8] = include_bytes!(env!("AGYN_BUILTIN_POLICIES_WASM"));
 
 /// Namespaces no policy set can subject to policies: a webhook outage or a
