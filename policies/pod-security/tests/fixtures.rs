@@ -200,3 +200,103 @@ fn exempt_runtime_classes_and_ignored_subresources_are_not_checked() {
             .is_allowed()
     );
 }
+
+fn mutated(yaml: &str, level: &str) -> (Pod, agyn_policy_sdk::Outcome) {
+    let settings = settings::<PodSecurity>(&format!(r#"{{"level": "{level}"}}"#));
+    let r = run::<PodSecurity>(
+        &request("agyn"),
+        agyn_policy_sdk::testing::pod(yaml),
+        &settings,
+        true,
+    );
+    (r.pod, r.outcome)
+}
+
+#[test]
+fn mutation_makes_a_bare_pod_restricted() {
+    let bare = "{kind: Pod, spec: {initContainers: [{name: init, image: busybox}], containers: [{name: app, image: nginx}]}}";
+    let (pod, outcome) = mutated(bare, "restricted");
+    assert!(outcome.is_allowed(), "{:?}", outcome.violations);
+    let spec = serde_json::to_value(pod.spec.unwrap()).unwrap();
+    assert_eq!(
+        spec["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    assert_eq!(spec["securityContext"]["runAsNonRoot"], true);
+    for list in ["initContainers", "containers"] {
+        let sc = &spec[list][0]["securityContext"];
+        assert_eq!(sc["allowPrivilegeEscalation"], false, "{list}");
+        assert_eq!(
+            sc["capabilities"]["drop"],
+            serde_json::json!(["ALL"]),
+            "{list}"
+        );
+    }
+
+    // baseline asks nothing to be set: nothing is.
+    let (pod, outcome) = mutated(bare, "baseline");
+    assert!(outcome.is_allowed());
+    assert_eq!(pod, agyn_policy_sdk::testing::pod(bare));
+
+    // A Windows pod gets what Windows allows, and is then compliant.
+    let windows = "{kind: Pod, spec: {os: {name: windows}, containers: [{name: app, image: iis}]}}";
+    let (pod, outcome) = mutated(windows, "restricted");
+    assert!(outcome.is_allowed(), "{:?}", outcome.violations);
+    let spec = serde_json::to_value(pod.spec.unwrap()).unwrap();
+    assert_eq!(
+        spec["securityContext"],
+        serde_json::json!({"runAsNonRoot": true})
+    );
+    assert!(spec["containers"][0].get("securityContext").is_none());
+}
+
+#[test]
+fn mutation_never_overrides_what_the_pod_set() {
+    // Explicit insecure values stay, and are denied with PSA's message.
+    let (pod, outcome) = mutated(
+        "{kind: Pod, spec: {securityContext: {runAsNonRoot: false, seccompProfile: {type: Unconfined}}, containers: [{name: app, image: nginx, securityContext: {allowPrivilegeEscalation: true}}]}}",
+        "restricted",
+    );
+    let spec = serde_json::to_value(pod.spec.unwrap()).unwrap();
+    assert_eq!(spec["securityContext"]["runAsNonRoot"], false);
+    assert_eq!(
+        spec["securityContext"]["seccompProfile"]["type"],
+        "Unconfined"
+    );
+    assert_eq!(
+        spec["containers"][0]["securityContext"]["allowPrivilegeEscalation"],
+        true
+    );
+    assert_eq!(
+        outcome.violations,
+        [
+            "violates PodSecurity \"restricted:latest\": allowPrivilegeEscalation != false (container \"app\" must set securityContext.allowPrivilegeEscalation=false), runAsNonRoot != true (pod must not set securityContext.runAsNonRoot=false), seccompProfile (pod must not set securityContext.seccompProfile.type to \"Unconfined\")"
+        ]
+    );
+
+    // A privileged container is not given allowPrivilegeEscalation=false,
+    // which the API server would refuse alongside privileged: it is denied
+    // for being privileged instead.
+    let (pod, outcome) = mutated(
+        "{kind: Pod, spec: {containers: [{name: app, image: nginx, securityContext: {privileged: true}}]}}",
+        "restricted",
+    );
+    let sc = serde_json::to_value(&pod.spec.unwrap().containers[0].security_context).unwrap();
+    assert!(sc.get("allowPrivilegeEscalation").is_none());
+    assert!(
+        outcome.violations[0].contains(
+            "privileged (container \"app\" must not set securityContext.privileged=true)"
+        )
+    );
+
+    // A user-namespaced pod may run as root from v1.35: no runAsNonRoot.
+    let (pod, outcome) = mutated(
+        "{kind: Pod, spec: {hostUsers: false, containers: [{name: app, image: nginx}]}}",
+        "restricted",
+    );
+    assert!(outcome.is_allowed(), "{:?}", outcome.violations);
+    assert_eq!(
+        pod.spec.unwrap().security_context.unwrap().run_as_non_root,
+        None
+    );
+}
