@@ -76,7 +76,10 @@ fn apparmor_from_annotations(pod: &Pod) -> Vec<(String, AppArmorProfile)> {
     else {
         return Vec::new();
     };
-    if spec.os.as_ref().is_some_and(|os| os.name == "windows") {
+    let has_apparmor = annotations
+        .keys()
+        .any(|k| k.starts_with(APPARMOR_ANNOTATION_PREFIX));
+    if !has_apparmor || spec.os.as_ref().is_some_and(|os| os.name == "windows") {
         return Vec::new();
     }
     let pod_profile = spec
@@ -121,8 +124,17 @@ fn leaves_host_ports_unset(c: &Container) -> bool {
 
 /// A volume naming no source: the API server makes it an `emptyDir`.
 fn has_no_source(v: &Volume) -> bool {
-    *v == Volume {
-        name: v.name.clone(),
-        ..Volume::default()
-    }
+    // The common sources first, so that most volumes are decided without
+    // the whole comparison.
+    let common = v.config_map.is_some()
+        || v.secret.is_some()
+        || v.empty_dir.is_some()
+        || v.projected.is_some()
+        || v.persistent_volume_claim.is_some();
+    !common
+        && *v
+            == Volume {
+                name: v.name.clone(),
+                ..Volume::default()
+            }
 }
