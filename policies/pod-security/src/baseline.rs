@@ -7,7 +7,9 @@
 use crate::format::{containers, go_quote, join_quote, pluralize};
 use crate::registry::Forbidden;
 use crate::visit::{self, names_where};
-use agyn_policy_sdk::k8s_openapi::api::core::v1::{LifecycleHandler, PodSpec, SELinuxOptions};
+use agyn_policy_sdk::k8s_openapi::api::core::v1::{
+    LifecycleHandler, PodSpec, SELinuxOptions, SecurityContext,
+};
 use agyn_policy_sdk::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::collections::BTreeSet;
 
@@ -170,34 +172,14 @@ pub fn host_probes_and_lifecycle(_: &ObjectMeta, spec: &PodSpec) -> Option<Forbi
 
 const APPARMOR_ANNOTATION_PREFIX: &str = "container.apparmor.security.beta.kubernetes.io/";
 
-fn apparmor_type_allowed(profile_type: &str) -> bool {
-    matches!(profile_type, "RuntimeDefault" | "Localhost")
-}
-
 pub fn apparmor_profile(meta: &ObjectMeta, spec: &PodSpec) -> Option<Forbidden> {
-    let mut setters = Vec::new();
-    let mut types = BTreeSet::new();
-    let pod_type = spec
+    let pod = spec
         .security_context
         .as_ref()
-        .and_then(|sc| sc.app_armor_profile.as_ref())
-        .map(|p| p.type_.as_str());
-    if let Some(t) = pod_type.filter(|t| !apparmor_type_allowed(t)) {
-        setters.push("pod".to_string());
-        types.insert(t);
-    }
-    let bad = names_where(spec, |c| {
-        let t = c
-            .security_context
-            .and_then(|sc| sc.app_armor_profile.as_ref())
-            .map(|p| p.type_.as_str());
-        let bad = t.filter(|t| !apparmor_type_allowed(t));
-        types.extend(bad);
-        bad.is_some()
+        .and_then(|sc| sc.app_armor_profile.as_ref());
+    let (mut setters, types) = bad_profiles(spec, pod.map(|p| p.type_.as_str()), |sc| {
+        sc.app_armor_profile.as_ref().map(|p| p.type_.as_str())
     });
-    if !bad.is_empty() {
-        setters.push(containers(&bad));
-    }
     let mut annotations: Vec<String> = meta
         .annotations
         .iter()
@@ -368,36 +350,50 @@ pub fn seccomp_profile_1_0(meta: &ObjectMeta, spec: &PodSpec) -> Option<Forbidde
     })
 }
 
-pub fn seccomp_type_allowed(profile_type: &str) -> bool {
+/// Profile types, seccomp and AppArmor, that confine a container.
+pub fn profile_type_allowed(profile_type: &str) -> bool {
     matches!(profile_type, "RuntimeDefault" | "Localhost")
 }
 
-/// From v1.19, the `seccompProfile` fields: anything but `RuntimeDefault`
-/// or `Localhost` that is set is forbidden; unset is fine at `baseline`.
-pub fn seccomp_profile_1_19(_: &ObjectMeta, spec: &PodSpec) -> Option<Forbidden> {
-    let mut types = BTreeSet::new();
+/// Who sets a profile type other than RuntimeDefault or Localhost, as PSA
+/// names them (`pod`, then `containers "a", "b"`), and the types they set.
+/// The pod's security context is another type than a container's, so its
+/// profile comes in already read.
+fn bad_profiles<'a>(
+    spec: &'a PodSpec,
+    pod: Option<&'a str>,
+    container: impl Fn(&'a SecurityContext) -> Option<&'a str>,
+) -> (Vec<String>, BTreeSet<&'a str>) {
     let mut setters = Vec::new();
-    let pod = spec
-        .security_context
-        .as_ref()
-        .and_then(|sc| sc.seccomp_profile.as_ref())
-        .map(|p| p.type_.as_str());
-    if let Some(t) = pod.filter(|t| !seccomp_type_allowed(t)) {
+    let mut types = BTreeSet::new();
+    if let Some(t) = pod.filter(|t| !profile_type_allowed(t)) {
         setters.push("pod".to_string());
         types.insert(t);
     }
     let bad = names_where(spec, |c| {
-        let t = c
+        let bad = c
             .security_context
-            .and_then(|sc| sc.seccomp_profile.as_ref())
-            .map(|p| p.type_.as_str());
-        let bad = t.filter(|t| !seccomp_type_allowed(t));
+            .and_then(&container)
+            .filter(|t| !profile_type_allowed(t));
         types.extend(bad);
         bad.is_some()
     });
     if !bad.is_empty() {
         setters.push(containers(&bad));
     }
+    (setters, types)
+}
+
+/// From v1.19, the `seccompProfile` fields: anything but `RuntimeDefault`
+/// or `Localhost` that is set is forbidden; unset is fine at `baseline`.
+pub fn seccomp_profile_1_19(_: &ObjectMeta, spec: &PodSpec) -> Option<Forbidden> {
+    let pod = spec
+        .security_context
+        .as_ref()
+        .and_then(|sc| sc.seccomp_profile.as_ref());
+    let (setters, types) = bad_profiles(spec, pod.map(|p| p.type_.as_str()), |sc| {
+        sc.seccomp_profile.as_ref().map(|p| p.type_.as_str())
+    });
     let types: Vec<&str> = types.into_iter().collect();
     Forbidden::unless(setters.is_empty(), "seccompProfile", || {
         format!(

@@ -79,7 +79,7 @@ fn apparmor_from_annotations(pod: &Pod) -> Vec<(String, AppArmorProfile)> {
     let has_apparmor = annotations
         .keys()
         .any(|k| k.starts_with(APPARMOR_ANNOTATION_PREFIX));
-    if !has_apparmor || spec.os.as_ref().is_some_and(|os| os.name == "windows") {
+    if !has_apparmor || visit::is_windows(spec) {
         return Vec::new();
     }
     let pod_profile = spec

@@ -25,7 +25,7 @@ pub fn fill_restricted(pod: &mut Pod, version: Version) -> bool {
     let Some(spec) = pod.spec.as_ref() else {
         return false;
     };
-    let windows = spec.os.as_ref().is_some_and(|os| os.name == "windows");
+    let windows = crate::visit::is_windows(spec);
     let own_user_namespace = version.minor() >= 35 && spec.host_users == Some(false);
     let pod_context = spec.security_context.as_ref();
     let pod_seccomp = pod_context.is_some_and(|sc| sc.seccomp_profile.is_some());

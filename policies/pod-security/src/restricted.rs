@@ -1,19 +1,13 @@
 //! The checks the `restricted` level adds to `baseline`: current pod
 //! hardening best practice.
 
-use crate::baseline::seccomp_type_allowed;
+use crate::baseline::profile_type_allowed;
 use crate::format::{containers, join_quote, pluralize};
 use crate::registry::Forbidden;
-use crate::visit::{self, names_where};
+use crate::visit::{self, is_windows, names_where};
 use agyn_policy_sdk::k8s_openapi::api::core::v1::{PodSpec, Volume};
 use agyn_policy_sdk::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::collections::BTreeSet;
-
-/// The standards exempt Windows pods from the Linux-only checks (from
-/// v1.25); `spec.os.name` says which a pod is.
-fn is_windows(spec: &PodSpec) -> bool {
-    spec.os.as_ref().is_some_and(|os| os.name == "windows")
-}
 
 /// Why a volume is not allowed at `restricted`, or `None` if it is. The
 /// name is the first restricted source found, in PSA's order.
@@ -195,13 +189,13 @@ pub fn seccomp_profile_1_19(_: &ObjectMeta, spec: &PodSpec) -> Option<Forbidden>
         .and_then(|sc| sc.seccomp_profile.as_ref())
         .map(|p| p.type_.as_str());
     match pod {
-        Some(t) if !seccomp_type_allowed(t) => {
+        Some(t) if !profile_type_allowed(t) => {
             setters.push("pod".to_string());
             types.insert(t);
         }
         _ => {}
     }
-    let pod_set = pod.is_some_and(seccomp_type_allowed);
+    let pod_set = pod.is_some_and(profile_type_allowed);
     let (mut explicit, mut implicit) = (Vec::new(), Vec::new());
     for c in visit::containers(spec) {
         match c
@@ -209,7 +203,7 @@ pub fn seccomp_profile_1_19(_: &ObjectMeta, spec: &PodSpec) -> Option<Forbidden>
             .and_then(|sc| sc.seccomp_profile.as_ref())
             .map(|p| p.type_.as_str())
         {
-            Some(t) if !seccomp_type_allowed(t) => {
+            Some(t) if !profile_type_allowed(t) => {
                 explicit.push(c.name);
                 types.insert(t);
             }

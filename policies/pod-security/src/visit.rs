@@ -19,36 +19,34 @@ pub struct ContainerView<'a> {
     pub lifecycle: Option<&'a Lifecycle>,
 }
 
-impl<'a> From<&'a Container> for ContainerView<'a> {
-    fn from(c: &'a Container) -> Self {
-        ContainerView {
-            name: &c.name,
-            security_context: c.security_context.as_ref(),
-            ports: c.ports.as_deref().unwrap_or_default(),
-            probes: [
-                c.liveness_probe.as_ref(),
-                c.readiness_probe.as_ref(),
-                c.startup_probe.as_ref(),
-            ],
-            lifecycle: c.lifecycle.as_ref(),
+/// The same fields under two types: one conversion for both.
+macro_rules! view_of {
+    ($($container:ty),*) => {$(
+        impl<'a> From<&'a $container> for ContainerView<'a> {
+            fn from(c: &'a $container) -> Self {
+                ContainerView {
+                    name: &c.name,
+                    security_context: c.security_context.as_ref(),
+                    ports: c.ports.as_deref().unwrap_or_default(),
+                    probes: [
+                        c.liveness_probe.as_ref(),
+                        c.readiness_probe.as_ref(),
+                        c.startup_probe.as_ref(),
+                    ],
+                    lifecycle: c.lifecycle.as_ref(),
+                }
+            }
         }
-    }
+    )*};
 }
 
-impl<'a> From<&'a EphemeralContainer> for ContainerView<'a> {
-    fn from(c: &'a EphemeralContainer) -> Self {
-        ContainerView {
-            name: &c.name,
-            security_context: c.security_context.as_ref(),
-            ports: c.ports.as_deref().unwrap_or_default(),
-            probes: [
-                c.liveness_probe.as_ref(),
-                c.readiness_probe.as_ref(),
-                c.startup_probe.as_ref(),
-            ],
-            lifecycle: c.lifecycle.as_ref(),
-        }
-    }
+view_of!(Container, EphemeralContainer);
+
+/// A Windows pod (`spec.os.name`): the standards exempt it from the
+/// Linux-only checks from v1.25, and the API server refuses Linux fields
+/// on it.
+pub fn is_windows(spec: &PodSpec) -> bool {
+    spec.os.as_ref().is_some_and(|os| os.name == "windows")
 }
 
 /// Init containers, containers, ephemeral containers, each in list order.
