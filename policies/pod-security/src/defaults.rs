@@ -15,19 +15,28 @@ use std::borrow::Cow;
 const APPARMOR_ANNOTATION_PREFIX: &str = "container.apparmor.security.beta.kubernetes.io/";
 
 /// `pod` with the API server's defaults that matter to the standards.
-pub fn as_admitted(pod: &Pod) -> Cow<'_, Pod> {
+///
+/// A workload's pod template gets only the volume default: the host ports
+/// and the AppArmor copy are done to pods, so PSA's warning about a
+/// template does not show them (its pods' denials will).
+pub fn as_admitted(pod: &Pod, template: bool) -> Cow<'_, Pod> {
     let Some(spec) = pod.spec.as_ref() else {
         return Cow::Borrowed(pod);
     };
     let host_network = spec.host_network == Some(true);
-    let defaults_ports = host_network
+    let defaults_ports = !template
+        && host_network
         && spec
             .containers
             .iter()
             .chain(spec.init_containers.iter().flatten())
             .any(leaves_host_ports_unset);
     let defaults_volumes = spec.volumes.iter().flatten().any(has_no_source);
-    let apparmor = apparmor_from_annotations(pod);
+    let apparmor = if template {
+        Vec::new()
+    } else {
+        apparmor_from_annotations(pod)
+    };
     if !defaults_ports && !defaults_volumes && apparmor.is_empty() {
         return Cow::Borrowed(pod);
     }

@@ -123,7 +123,10 @@ impl Policy for PodSecurity {
         if exempt(request, pod, settings) {
             return out;
         }
-        let pod = defaults::as_admitted(pod);
+        // The host presents a workload's template as a Pod; the request
+        // still says what was submitted.
+        let template = !matches!(request.kind.kind.as_str(), "Pod" | "");
+        let pod = defaults::as_admitted(pod, template);
         let no_spec = PodSpec::default();
         let spec = pod.spec.as_ref().unwrap_or(&no_spec);
         let forbidden = registry::evaluate(settings.level, settings.version, &pod.metadata, spec);
@@ -137,9 +140,6 @@ impl Policy for PodSecurity {
             settings.version,
             list.join(", ")
         );
-        // The host presents a workload's template as a Pod; the request
-        // still says what was submitted.
-        let template = !matches!(request.kind.kind.as_str(), "Pod" | "");
         if template && settings.workload_templates == TemplateAction::Warn {
             out.warn(format!("would violate {violation}"));
         } else {

@@ -300,3 +300,38 @@ fn mutation_never_overrides_what_the_pod_set() {
         None
     );
 }
+
+/// The API server turns a host-network pod's container ports into host
+/// ports, and copies AppArmor annotations into fields, for pods only: PSA's
+/// warning about a template shows neither, the pods' denials both.
+#[test]
+fn templates_get_only_the_defaults_the_api_server_gives_them() {
+    let yaml = "{kind: Pod, metadata: {annotations: {container.apparmor.security.beta.kubernetes.io/app: unconfined}}, spec: {hostNetwork: true, containers: [{name: app, image: nginx, ports: [{containerPort: 80}]}]}}";
+    let baseline = settings::<PodSecurity>(r#"{"level": "baseline"}"#);
+    let mut deployment = request("ns");
+    deployment.kind.kind = "Deployment".into();
+    let template = run::<PodSecurity>(
+        &deployment,
+        agyn_policy_sdk::testing::pod(yaml),
+        &baseline,
+        false,
+    );
+    assert_eq!(
+        template.outcome.warnings,
+        [
+            "would violate PodSecurity \"baseline:latest\": forbidden AppArmor profile (annotation must not set AppArmor profile type to \"container.apparmor.security.beta.kubernetes.io/app=\"unconfined\"\"), host namespaces (hostNetwork=true)"
+        ]
+    );
+    let pod = run::<PodSecurity>(
+        &request("ns"),
+        agyn_policy_sdk::testing::pod(yaml),
+        &baseline,
+        false,
+    );
+    assert_eq!(
+        pod.outcome.violations,
+        [
+            "violates PodSecurity \"baseline:latest\": forbidden AppArmor profiles (container \"app\" and annotation must not set AppArmor profile type to \"Unconfined\", \"container.apparmor.security.beta.kubernetes.io/app=\"unconfined\"\"), host namespaces (hostNetwork=true), hostPort (container \"app\" uses hostPort 80)"
+        ]
+    );
+}
