@@ -99,23 +99,11 @@ fn check_with_the_example_policy_sets_gives_psas_verdicts() {
                 more => panic!("{}: one message per pod, got {more:?}", case.name),
             };
             assert_eq!(result["allowed"], got.is_none(), "{}", case.name);
-            if got != e.message() {
-                failures.push(format!(
-                    "{} at {level}:{version}\n  expected: {}\n  got:      {}",
-                    case.name,
-                    e.message().as_deref().unwrap_or("allowed"),
-                    got.as_deref().unwrap_or("allowed")
-                ));
-            }
+            failures.extend(e.mismatch(case, got.as_deref()));
             judged += 1;
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {judged} verdicts differ:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    support::assert_none_differ(&failures, judged);
     assert!(judged > 150, "only {judged} verdicts");
 }
 

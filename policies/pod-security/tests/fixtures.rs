@@ -34,26 +34,11 @@ fn every_case_gets_psas_verdict() {
     for case in cases() {
         for e in &case.expect {
             let (got, _) = judge(&case, e, false);
-            if got != e.message() {
-                failures.push(format!(
-                    "{} / {} at {}:{}\n  expected: {}\n  got:      {}",
-                    case.check,
-                    case.name,
-                    e.level,
-                    e.version,
-                    e.message().as_deref().unwrap_or("allowed"),
-                    got.as_deref().unwrap_or("allowed"),
-                ));
-            }
+            failures.extend(e.mismatch(&case, got.as_deref()));
             judged += 1;
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {judged} verdicts differ:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    support::assert_none_differ(&failures, judged);
 }
 
 /// The acceptance: every check has a fixture file with a pod it admits and

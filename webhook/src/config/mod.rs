@@ -29,6 +29,10 @@ pub const BUILTIN_COMPONENT: &[u8] = include_bytes!(env!("AGYN_BUILTIN_POLICIES_
 /// bad policy must never stop the cluster's own components.
 pub const ALWAYS_EXEMPT_NAMESPACES: &[&str] = &["kube-system"];
 
+/// The longest the API server waits for a webhook: no policy's deadline,
+/// and no request's budget, can usefully be longer.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(30);
+
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]

@@ -27,9 +27,7 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
     };
     let ms: u64 = number.parse().map_err(|_| invalid())?;
     let duration = Duration::from_millis(ms * scale);
-    // The API server waits 30 s at most for a webhook; a longer budget for
-    // one policy can never be used.
-    if duration.is_zero() || duration > Duration::from_secs(30) {
+    if duration.is_zero() || duration > super::MAX_TIMEOUT {
         return Err(invalid());
     }
     Ok(duration)

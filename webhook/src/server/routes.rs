@@ -7,7 +7,7 @@ use super::admission_review::{self, AdmissionResponse};
 use super::duration;
 use super::metrics::{Metrics, Outcome};
 use crate::admission::{AdmissionRequest, Decision, Options, Phase, PolicyOutcome, review_with};
-use crate::config::PolicySet;
+use crate::config::{MAX_TIMEOUT, PolicySet};
 use arc_swap::ArcSwapOption;
 use axum::Router;
 use axum::body::Body;
@@ -29,9 +29,6 @@ use tokio::sync::Semaphore;
 /// would hold any thread. Longer budgets go to the blocking pool, so that a
 /// hung policy cannot keep the async workers from probes and other requests.
 const INLINE_BUDGET: Duration = Duration::from_millis(100);
-
-/// The longest the API server waits for a webhook.
-const MAX_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What every request shares.
 pub struct Shared {

@@ -109,6 +109,33 @@ impl Expectation {
             )
         })
     }
+
+    /// How `got` (a denial, or `None` for admitted) differs from this
+    /// expectation for `case`, or `None` when it does not.
+    pub fn mismatch(&self, case: &Case, got: Option<&str>) -> Option<String> {
+        let expected = self.message();
+        (got != expected.as_deref()).then(|| {
+            format!(
+                "{} / {} at {}:{}\n  expected: {}\n  got:      {}",
+                case.check,
+                case.name,
+                self.level,
+                self.version,
+                expected.as_deref().unwrap_or("allowed"),
+                got.unwrap_or("allowed"),
+            )
+        })
+    }
+}
+
+/// Fails with every mismatch, if there is any.
+pub fn assert_none_differ(failures: &[String], judged: usize) {
+    assert!(
+        failures.is_empty(),
+        "{} of {judged} verdicts differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// Every case of every fixture file in `dir`, in file then list order.
