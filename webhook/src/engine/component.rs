@@ -4,7 +4,6 @@ use std::fmt;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, Trap};
-use wasmtime_wasi::WasiCtx;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -116,7 +115,7 @@ impl PolicyComponent {
         let mut store = Store::new(
             &self.engine,
             HostState {
-                wasi: WasiCtx::builder().build(),
+                wasi: None,
                 table: ResourceTable::new(),
                 limits: MemoryCap { bytes: memory },
             },

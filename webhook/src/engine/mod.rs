@@ -157,7 +157,10 @@ impl Engine {
 
 /// What every store carries: WASI with nothing granted, and the limits.
 pub(crate) struct HostState {
-    wasi: WasiCtx,
+    /// Made on the component's first WASI call, which most never make: a
+    /// context costs a random seed and a dozen allocations, a tenth of a
+    /// short evaluation.
+    wasi: Option<WasiCtx>,
     table: ResourceTable,
     limits: component::MemoryCap,
 }
@@ -165,7 +168,7 @@ pub(crate) struct HostState {
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: self.wasi.get_or_insert_with(|| WasiCtx::builder().build()),
             table: &mut self.table,
         }
     }
