@@ -74,8 +74,6 @@ pub struct BumpAllocator {
 unsafe impl Sync for BumpAllocator {}
 
 const PAGE: usize = 65536;
-/// Grow by at least 1 MiB at a time: fewer host calls.
-const MIN_GROW_PAGES: usize = 1;
 
 impl BumpAllocator {
     #[allow(clippy::new_without_default)]
@@ -110,8 +108,7 @@ unsafe impl core::alloc::GlobalAlloc for BumpAllocator {
         if let Some(ptr) = self.bump(layout.size(), layout.align()) {
             return ptr as *mut u8;
         }
-        let needed = (layout.size() + layout.align()).div_ceil(PAGE);
-        let pages = needed.max(MIN_GROW_PAGES);
+        let pages = (layout.size() + layout.align()).div_ceil(PAGE);
         let previous = core::arch::wasm32::memory_grow(0, pages);
         if previous == usize::MAX {
             return core::ptr::null_mut();
