@@ -1,58 +1,81 @@
-//! Builds the policy components for wasm32-wasip2 and hands their paths to
-//! the crate: the built-in bundle (embedded in the binary) and the hostile
-//! test component (used by the tests).
+//! Builds the policy components and hands their paths to the crate: the
+//! built-in bundle (embedded in the binary), each Agyn policy as its own
+//! component and the hostile test component (used by the tests).
 //!
 //! A nested `cargo build` with its own target directory: the outer build
 //! holds the lock on its own, and the policies need another target, another
 //! profile (`wasm`: small and fast to instantiate) and none of the outer
 //! build's flags.
+//!
+//! Two targets. The bundle is built for `wasm32-unknown-unknown` and made a
+//! component here by wit-component: with no WASI imports it has one core
+//! module to instantiate instead of three and no host functions to link,
+//! which takes about 3 µs off every evaluation. The other components are
+//! built as a policy author builds one, for `wasm32-wasip2`, so that the
+//! tests also load components that import WASI.
 
 use std::env;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const TARGET: &str = "wasm32-wasip2";
 const PROFILE: &str = "wasm";
-/// Package, the feature that makes it a component, and the variable that
-/// gives the crate the component's path. Built in two cargo invocations:
-/// the bundle links the policy crates as libraries, which must not carry
-/// their own exports (`export` on) in the same build.
-const BUNDLES: &[(&str, &str, &str)] = &[
-    ("agyn-builtin-policies", "", "AGYN_BUILTIN_POLICIES_WASM"),
-    ("hostile-policies", "", "AGYN_HOSTILE_POLICIES_WASM"),
-];
-const SINGLE_POLICIES: &[(&str, &str, &str)] = &[
-    (
-        "run-as-non-root",
-        "run-as-non-root/export",
-        "AGYN_RUN_AS_NON_ROOT_WASM",
-    ),
-    (
-        "readonly-root-filesystem",
-        "readonly-root-filesystem/export",
-        "AGYN_READONLY_ROOT_FILESYSTEM_WASM",
-    ),
-    (
-        "drop-capabilities",
-        "drop-capabilities/export",
-        "AGYN_DROP_CAPABILITIES_WASM",
-    ),
-    (
-        "service-account-token",
-        "service-account-token/export",
-        "AGYN_SERVICE_ACCOUNT_TOKEN_WASM",
-    ),
-    (
-        "workload-isolation",
-        "workload-isolation/export",
-        "AGYN_WORKLOAD_ISOLATION_WASM",
-    ),
-    (
-        "pod-security",
-        "pod-security/export",
-        "AGYN_POD_SECURITY_WASM",
-    ),
+
+/// One nested cargo invocation: a target and the components built for it.
+/// The bundle links the policy crates as libraries, which must not carry
+/// their own exports (`export` on) in the same build, hence two.
+struct Build {
+    target: &'static str,
+    /// A core module, to be made a component here; else rustc makes one.
+    core_module: bool,
+    /// Package, the feature that makes it a component, and the variable
+    /// that gives the crate the component's path.
+    components: &'static [(&'static str, &'static str, &'static str)],
+}
+
+const BUILDS: &[Build] = &[
+    Build {
+        target: "wasm32-unknown-unknown",
+        core_module: true,
+        components: &[("agyn-builtin-policies", "", "AGYN_BUILTIN_POLICIES_WASM")],
+    },
+    Build {
+        target: "wasm32-wasip2",
+        core_module: false,
+        components: &[
+            ("hostile-policies", "", "AGYN_HOSTILE_POLICIES_WASM"),
+            (
+                "run-as-non-root",
+                "run-as-non-root/export",
+                "AGYN_RUN_AS_NON_ROOT_WASM",
+            ),
+            (
+                "readonly-root-filesystem",
+                "readonly-root-filesystem/export",
+                "AGYN_READONLY_ROOT_FILESYSTEM_WASM",
+            ),
+            (
+                "drop-capabilities",
+                "drop-capabilities/export",
+                "AGYN_DROP_CAPABILITIES_WASM",
+            ),
+            (
+                "service-account-token",
+                "service-account-token/export",
+                "AGYN_SERVICE_ACCOUNT_TOKEN_WASM",
+            ),
+            (
+                "workload-isolation",
+                "workload-isolation/export",
+                "AGYN_WORKLOAD_ISOLATION_WASM",
+            ),
+            (
+                "pod-security",
+                "pod-security/export",
+                "AGYN_POD_SECURITY_WASM",
+            ),
+        ],
+    },
 ];
 
 fn main() {
@@ -69,25 +92,25 @@ fn main() {
     }
 
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    ensure_target(root);
     let target_dir = env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"))
         .join("policy-wasm");
 
-    for components in [BUNDLES, SINGLE_POLICIES] {
-        build(&cargo, root, &target_dir, components);
+    for build_spec in BUILDS {
+        ensure_target(root, build_spec.target);
+        build(&cargo, root, &target_dir, build_spec);
     }
 }
 
-fn build(cargo: &OsStr, root: &Path, target_dir: &Path, components: &[(&str, &str, &str)]) {
+fn build(cargo: &OsStr, root: &Path, target_dir: &Path, spec: &Build) {
     let mut command = Command::new(cargo);
     command
         .current_dir(root)
-        .args(["build", "--profile", PROFILE, "--target", TARGET])
+        .args(["build", "--profile", PROFILE, "--target", spec.target])
         .arg("--target-dir")
         .arg(target_dir);
-    for (package, feature, _) in components {
+    for (package, feature, _) in spec.components {
         command.args(["-p", package]);
         if !feature.is_empty() {
             command.args(["--features", feature]);
@@ -97,8 +120,9 @@ fn build(cargo: &OsStr, root: &Path, target_dir: &Path, components: &[(&str, &st
     // Guest stack of 64 KiB: a policy needs little, and every page of
     // memory an instance has is a page the pooling allocator resets after
     // each evaluation.
+    let triple = spec.target.to_uppercase().replace('-', "_");
     command.env(
-        "CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS",
+        format!("CARGO_TARGET_{triple}_RUSTFLAGS"),
         "-C link-arg=-zstack-size=65536",
     );
     let status = command
@@ -106,16 +130,38 @@ fn build(cargo: &OsStr, root: &Path, target_dir: &Path, components: &[(&str, &st
         .unwrap_or_else(|e| panic!("cannot run {cargo:?} to build the policies: {e}"));
     assert!(
         status.success(),
-        "building the policy components for {TARGET} failed (see the errors above)"
+        "building the policy components for {} failed (see the errors above)",
+        spec.target
     );
-    for (package, _, var) in components {
-        let file = target_dir
-            .join(TARGET)
+    for (package, _, var) in spec.components {
+        let built = target_dir
+            .join(spec.target)
             .join(PROFILE)
             .join(format!("{}.wasm", package.replace('-', "_")));
-        assert!(file.exists(), "{} was not built", file.display());
-        println!("cargo:rustc-env={var}={}", file.display());
+        assert!(built.exists(), "{} was not built", built.display());
+        let component = if spec.core_module {
+            componentize(&built)
+        } else {
+            built
+        };
+        println!("cargo:rustc-env={var}={}", component.display());
     }
+}
+
+/// Makes a component of a core module whose interface wit-bindgen
+/// embedded in it, beside the module as `<name>.component.wasm`.
+fn componentize(module: &Path) -> PathBuf {
+    let bytes =
+        std::fs::read(module).unwrap_or_else(|e| panic!("cannot read {}: {e}", module.display()));
+    let component = wit_component::ComponentEncoder::default()
+        .validate(true)
+        .module(&bytes)
+        .and_then(|encoder| encoder.encode())
+        .unwrap_or_else(|e| panic!("cannot make a component of {}: {e:#}", module.display()));
+    let path = module.with_extension("component.wasm");
+    std::fs::write(&path, component)
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    path
 }
 
 /// The outer build's variables describe the host build; passed on they
@@ -148,12 +194,12 @@ fn scrub_environment(command: &mut Command) {
     }
 }
 
-/// Adds the wasm32-wasip2 standard library when it is missing: machines
-/// here do not install a toolchain's targets by themselves.
-fn ensure_target(root: &Path) {
+/// Adds the target's standard library when it is missing: machines here do
+/// not install a toolchain's targets by themselves.
+fn ensure_target(root: &Path, target: &str) {
     let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let libdir = Command::new(&rustc)
-        .args(["--print", "target-libdir", "--target", TARGET])
+        .args(["--print", "target-libdir", "--target", target])
         .output()
         .ok()
         .filter(|o| o.status.success())
@@ -163,10 +209,10 @@ fn ensure_target(root: &Path) {
     }
     let status = Command::new("rustup")
         .current_dir(root)
-        .args(["target", "add", TARGET])
+        .args(["target", "add", target])
         .status();
     assert!(
         status.is_ok_and(|s| s.success()),
-        "the {TARGET} target is missing and `rustup target add {TARGET}` failed"
+        "the {target} target is missing and `rustup target add {target}` failed"
     );
 }
