@@ -182,9 +182,9 @@ def paced(oha, dir, body, seconds, connections, rate):
 
 def server_times(log, offset):
     """The server's own time per decision (the audit events' took_us, from
-    reading the request to the answer), in ms, for the events logged after
-    `offset`: what the server spent, without the wait for a CPU or a
-    connection that the client's latency also holds."""
+    the request's headers to the answer), in ms, for the events logged after
+    `offset`: the handler's time, without the socket queues, TLS and waits
+    for a CPU that the client's latency also holds."""
     with open(log) as f:
         f.seek(offset)
         took = [int(m.group(1)) / 1000 for m in re.finditer(r"took_us=(\d+)", f.read())]
