@@ -158,8 +158,8 @@ impl Engine {
 /// What every store carries: WASI with nothing granted, and the limits.
 pub(crate) struct HostState {
     /// Made on the component's first WASI call, which most never make: a
-    /// context costs a random seed and a dozen allocations, a tenth of a
-    /// short evaluation.
+    /// context costs a random seed and a dozen allocations, 3% of a
+    /// one-policy evaluation in a profile.
     wasi: Option<WasiCtx>,
     table: ResourceTable,
     limits: component::MemoryCap,
