@@ -96,3 +96,30 @@ fn kube_system_is_exempt_even_when_the_file_forgets_it() {
     let set = load_set(&engine(), &format!("{HEADER}policies: []\n")).unwrap();
     assert_eq!(set.exempt_namespaces, ["kube-system"]);
 }
+
+/// The built-in bundle is made a component without WASI (webhook/build.rs):
+/// every import would cost each evaluation a trampoline, and WASI's bring
+/// two more core instances. A component built for wasm32-wasip2, as an
+/// author builds one, imports WASI and still loads.
+#[test]
+fn the_builtin_bundle_imports_no_wasi_and_a_wasip2_component_still_loads() {
+    let mut config = wasmtime::Config::new();
+    config.wasm_component_model(true);
+    let wasmtime = wasmtime::Engine::new(&config).unwrap();
+    let wasi_imports = |bytes: &[u8]| {
+        let component = wasmtime::component::Component::new(&wasmtime, bytes).unwrap();
+        component
+            .component_type()
+            .imports(&wasmtime)
+            .filter(|(name, _)| name.starts_with("wasi:"))
+            .count()
+    };
+    let builtin = agyn_admission::config::BUILTIN_COMPONENT;
+    assert_eq!(wasi_imports(builtin), 0);
+    let wasip2 = std::fs::read(env!("AGYN_RUN_AS_NON_ROOT_WASM")).unwrap();
+    assert!(wasi_imports(&wasip2) > 0);
+    let component = engine()
+        .load(&wasip2, None)
+        .expect("a wasip2 component loads");
+    assert_eq!(component.policies(), ["run-as-non-root"]);
+}

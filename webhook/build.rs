@@ -25,9 +25,9 @@ const PROFILE: &str = "wasm";
 /// The bundle links the policy crates as libraries, which must not carry
 /// their own exports (`export` on) in the same build, hence two.
 struct Build {
+    /// rustc makes a component for wasm32-wasip2 only; for any other
+    /// target the module is made a component here.
     target: &'static str,
-    /// A core module, to be made a component here; else rustc makes one.
-    core_module: bool,
     /// Package, the feature that makes it a component, and the variable
     /// that gives the crate the component's path.
     components: &'static [(&'static str, &'static str, &'static str)],
@@ -36,12 +36,10 @@ struct Build {
 const BUILDS: &[Build] = &[
     Build {
         target: "wasm32-unknown-unknown",
-        core_module: true,
         components: &[("agyn-builtin-policies", "", "AGYN_BUILTIN_POLICIES_WASM")],
     },
     Build {
         target: "wasm32-wasip2",
-        core_module: false,
         components: &[
             ("hostile-policies", "", "AGYN_HOSTILE_POLICIES_WASM"),
             (
@@ -139,10 +137,10 @@ fn build(cargo: &OsStr, root: &Path, target_dir: &Path, spec: &Build) {
             .join(PROFILE)
             .join(format!("{}.wasm", package.replace('-', "_")));
         assert!(built.exists(), "{} was not built", built.display());
-        let component = if spec.core_module {
-            componentize(&built)
-        } else {
+        let component = if spec.target == "wasm32-wasip2" {
             built
+        } else {
+            componentize(&built)
         };
         println!("cargo:rustc-env={var}={}", component.display());
     }

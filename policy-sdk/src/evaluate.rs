@@ -137,7 +137,7 @@ pub fn evaluate(entries: &[Entry], request: &str, object: &str, calls: &[Call]) 
         .then(|| merge_into_raw(object, &pod));
     // In a component the instance is thrown away after this call, memory
     // and all: walking the parsed pod to free it is work for nothing.
-    #[cfg(target_family = "wasm")]
+    #[cfg(target_arch = "wasm32")]
     {
         std::mem::forget(pod);
         std::mem::forget(request);

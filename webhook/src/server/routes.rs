@@ -1,7 +1,8 @@
 //! The HTTP side: the webhook endpoints on the TLS port, metrics and probes
 //! on the plain one. One handler serves every admission endpoint: it reads
-//! and checks the AdmissionReview, runs [`review_with`] on the blocking
-//! pool, and answers, logs and counts the decision.
+//! and checks the AdmissionReview, runs [`review_with`] (inline, or on the
+//! blocking pool when its budget is long), and answers, logs and counts the
+//! decision.
 
 use super::admission_review::{self, AdmissionResponse};
 use super::duration;
