@@ -39,6 +39,20 @@ class Wording(unittest.TestCase):
                     self.assertTrue(os.path.exists(os.path.join(base, target)),
                                     f"{document} links to {target}, which does not exist")
 
+    def test_anchors_resolve(self):
+        def anchors(document):
+            # GitHub's: lower case, punctuation dropped, spaces to hyphens.
+            return {re.sub(r"[^a-z0-9 _-]", "", h.strip().lower()).replace(" ", "-")
+                    for h in re.findall(r"^#+ (.*)$", read(document), re.M)}
+        for document in DOCUMENTS:
+            for target, anchor in re.findall(r"\]\(([^)#\s]*)#([^)\s]+)\)", read(document)):
+                if re.match(r"[a-z]+:", target):
+                    continue
+                linked = os.path.normpath(os.path.join(os.path.dirname(document), target)) \
+                    if target else document
+                with self.subTest(document=document, link=f"{target}#{anchor}"):
+                    self.assertIn(anchor, anchors(linked), f"{document}: no section #{anchor}")
+
     def test_the_readme_stays_short(self):
         self.assertLessEqual(read("README.md").count("\n"), 250)
 
