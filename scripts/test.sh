@@ -3,6 +3,15 @@
 # then the Helm chart's (which need the release binary just built).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# With KUBEBUILDER_ASSETS (a folder holding etcd, kube-apiserver and
+# kubectl; .ci/run sets it), one throwaway API server for every test suite
+# that needs one (tests/apiserver); without it, those tests skip.
+if [[ -n "${KUBEBUILDER_ASSETS:-}" ]]; then
+  kube_dir="$(mktemp -d "${TMPDIR:-/tmp}/agyn-kube.XXXXXX")"
+  trap '"$KUBEBUILDER_ASSETS/../stop" "$kube_dir" >/dev/null 2>&1; rm -rf "$kube_dir"' EXIT
+  "$KUBEBUILDER_ASSETS/../start" "$kube_dir"
+  export AGYN_TEST_KUBECONFIG="$kube_dir/kubeconfig"
+fi
 cargo test --release --workspace
 scripts/chart-test.sh
 # The documentation's tests (docs/tests): every example that needs no
