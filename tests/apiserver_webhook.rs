@@ -255,6 +255,8 @@ async fn a_webhook_that_is_down_fails_closed_with_failure_policy_fail() {
         .create(&parse::<Pod>(BARE_POD), false)
         .await
         .expect_err("no pod gets past a webhook that is down");
+    // An error of the API server's (500 InternalError), not a denial.
+    assert_eq!(refused.code, 500, "{refused:?}");
     assert!(
         refused
             .message
