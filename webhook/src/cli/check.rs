@@ -60,6 +60,17 @@ pub fn run(args: CheckArgs) -> anyhow::Result<Exit> {
     })
 }
 
+/// Reads the manifests of one file's text and judges each, as `check`
+/// does (its fuzz target, and the regression tests over what fuzzing found).
+pub fn judge_text(set: &PolicySet, file: &str, text: &str) -> anyhow::Result<()> {
+    let mut manifests = Vec::new();
+    manifests::parse(file, text, &mut manifests)?;
+    for manifest in manifests {
+        judge(set, "default", manifest)?;
+    }
+    Ok(())
+}
+
 /// Reviews a manifest as the API server would present it on CREATE; the
 /// review itself skips kinds no policy judges.
 fn judge(

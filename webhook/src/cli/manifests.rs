@@ -87,7 +87,7 @@ fn read(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
-fn parse(file: &str, text: &str, out: &mut Vec<Manifest>) -> anyhow::Result<()> {
+pub(super) fn parse(file: &str, text: &str, out: &mut Vec<Manifest>) -> anyhow::Result<()> {
     let documents: Vec<Value> = if file.ends_with(".json") {
         vec![serde_json::from_str(text).with_context(|| format!("{file}: invalid JSON"))?]
     } else {
