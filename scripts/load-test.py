@@ -18,6 +18,12 @@ certificate with openssl, starts the server with the built-in policy set on
          reported apart: 32 TLS handshakes at once, and the schedule's
          catch-up after them, are a start-up cost, not the steady state.
 
+  looping (with --looping) the built-in set plus a policy that loops
+         until its deadline (100 ms) on pods labelled loop: "true": half the
+         connections send such pods, the other half the typical pod, while
+         /readyz is polled on the metrics port; the probes' and the other
+         half's latencies show what a hostile policy costs everyone else.
+
 The floor and the pod runs alternate for --rounds rounds and the ratio is
 given per round and as the median: on a shared machine one pair of runs can
 be 20% off the next. Each run lasts --duration seconds with --connections
@@ -100,13 +106,14 @@ def bodies(dir):
     return paths, len(pod_body)
 
 
-def start(dir, cache):
+def start(dir, cache, policies=None):
     # Logs as in production: an audit event per decision, to a file.
     log = open(f"{dir}/server.log", "a")
+    extra = ["--policies", policies] if policies else []
     server = subprocess.Popen(
         [BIN, "serve", "--tls-cert-file", f"{dir}/tls.crt", "--tls-private-key-file",
          f"{dir}/tls.key", "--listen", WEBHOOK, "--metrics-listen", METRICS,
-         "--cache-dir", cache],
+         "--cache-dir", cache] + extra,
         stdout=subprocess.DEVNULL, stderr=log)
     began = time.monotonic()
     while True:
@@ -191,12 +198,85 @@ def server_times(log, offset):
     return {"p50": percentile(took, 0.50), "p99": percentile(took, 0.99)}
 
 
+def hostile_wasm():
+    """The deliberately broken test component that webhook/build.rs builds."""
+    found = []
+    for base, _, files in os.walk(os.path.join(ROOT, "target", "policy-wasm")):
+        found += [os.path.join(base, f) for f in files if f == "hostile_policies.wasm"]
+    if not found:
+        sys.exit("no hostile_policies.wasm under target/policy-wasm: run `cargo test --release "
+                 "--no-run` first (the build script builds it with the tests)")
+    return max(found, key=os.path.getmtime)
+
+
+def probe(seconds, latencies):
+    """Polls /readyz on the metrics port, as the kubelet would, faster."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        began = time.monotonic()
+        with urllib.request.urlopen(f"http://{METRICS}/readyz", timeout=5) as r:
+            if r.status != 200:
+                sys.exit(f"/readyz answered {r.status}")
+        latencies.append((time.monotonic() - began) * 1000)
+        time.sleep(0.01)
+
+
+def looping(oha, dir, cache, paths, seconds, connections):
+    with open(os.path.join(ROOT, "policies", "agyn-policy-set.yaml")) as f:
+        policies = f.read().rstrip() + (
+            f"\n  - name: loop\n    module: {hostile_wasm()}\n    match:\n"
+            f"      labelSelector:\n        matchLabels: {{loop: \"true\"}}\n")
+    with open(f"{dir}/looping.yaml", "w") as f:
+        f.write(policies)
+    with open(paths["pod"]) as f:
+        pod = json.load(f)
+    pod["request"]["object"]["metadata"].setdefault("labels", {})["loop"] = "true"
+    with open(f"{dir}/loop.json", "w") as f:
+        json.dump(pod, f)
+    server, _ = start(dir, cache, f"{dir}/looping.yaml")
+    try:
+        half = max(1, connections // 2)
+        runs = {}
+        for name, body in (("loop", f"{dir}/loop.json"), ("plain", paths["pod"])):
+            args = oha_args(oha, dir, body, seconds, half) + ["--output-format", "csv"]
+            runs[name] = subprocess.Popen(args + [f"https://{WEBHOOK}/validate?timeout=10s"],
+                                          stdout=subprocess.PIPE, text=True)
+        probes = []
+        probe(seconds, probes)
+        results = {}
+        for name, process in runs.items():
+            out, _ = process.communicate()
+            rows = list(csv.DictReader(io.StringIO(out)))
+            if any(r["status"] != "200" for r in rows):
+                sys.exit(f"answers other than 200 in the {name} run")
+            results[name] = [float(r["request-duration"]) * 1000 for r in rows]
+        with urllib.request.urlopen(f"http://{METRICS}/metrics", timeout=5) as r:
+            metrics = r.read().decode()
+    finally:
+        stop(server)
+    errors = {m.group(1): int(float(m.group(2))) for m in re.finditer(
+        r'agyn_admission_policy_errors_total\{policy="loop",cause="(\w+)"\} (\S+)', metrics)}
+    print(f"\nlooping policy: {half} connections send pods it loops on, {half} the typical pod, "
+          f"{seconds} s, /readyz polled every 10 ms\n")
+    print("| traffic | requests | p50 | p99 | max |")
+    print("|---|---|---|---|---|")
+    for name, values in (("typical pod (built-in set only)", results["plain"]),
+                         ("pod labelled loop (denied by the loop's failure policy)",
+                          results["loop"]),
+                         ("/readyz on the metrics port", probes)):
+        print(f"| {name} | {len(values)} | {percentile(values, 0.5):.2f} ms | "
+              f"{percentile(values, 0.99):.2f} ms | {max(values):.2f} ms |")
+    print(f"\nthe loop policy's failures by cause: {errors}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per run (default 10)")
     parser.add_argument("--connections", type=int, default=32, help="default 32")
     parser.add_argument("--rounds", type=int, default=3,
                         help="floor and pod runs, alternating (default 3)")
+    parser.add_argument("--looping", action="store_true",
+                        help="only the looping-policy scenario")
     args = parser.parse_args()
 
     run("cargo", "build", "--release", "--quiet", cwd=ROOT)
@@ -206,6 +286,9 @@ def main():
         certificates(dir)
         paths, size = bodies(dir)
         cache = os.path.join(dir, "cache")
+        if args.looping:
+            looping(oha, dir, cache, paths, args.duration, args.connections)
+            return
         # The first start fills the compiled-policy cache; the second is
         # the one measured, as a restarted pod with its cache volume.
         server, cold = start(dir, cache)
