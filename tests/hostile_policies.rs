@@ -133,3 +133,61 @@ fn bytes_that_are_not_a_component_are_a_load_error() {
         ));
     }
 }
+
+/// The compiled-module cache holds native code: a tampered, foreign or
+/// world-writable artifact is compiled again with a warning, never loaded.
+#[test]
+fn a_tampered_or_foreign_cached_artifact_is_never_loaded() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = common::temp_dir("cache");
+    let cache = dir.join("cache");
+    let check = |expect: Option<&str>| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_agyn-admission"))
+            .args(["check", "--cache-dir"])
+            .arg(&cache)
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../examples/agyn/compliant-pod.yaml"
+            ))
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+        assert_eq!(output.status.code(), Some(0), "{stderr}");
+        match expect {
+            None => assert!(!stderr.contains("WARN"), "{stderr}"),
+            Some(warning) => assert!(stderr.contains(warning), "{warning:?} not in {stderr}"),
+        }
+    };
+    check(None);
+    let mode = std::fs::metadata(&cache).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "the cache directory is private");
+    let artifact = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .expect("an artifact was cached");
+    let mode = std::fs::metadata(&artifact).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the artifact is private");
+    check(None);
+
+    // One flipped byte in the middle of the code.
+    let mut bytes = std::fs::read(&artifact).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&artifact, &bytes).unwrap();
+    check(Some("its digest does not match its contents"));
+    check(None);
+
+    // Writable by others.
+    std::fs::set_permissions(&artifact, std::fs::Permissions::from_mode(0o666)).unwrap();
+    check(Some("others can write it"));
+    // Owned by another user (the tests may run as root, which can hand it
+    // over; otherwise this part cannot be set up).
+    if std::os::unix::fs::chown(&artifact, Some(65534), Some(65534)).is_ok() {
+        check(Some("owned by uid 65534"));
+    }
+    // A directory others can write is not used at all.
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    check(Some("not using the compiled-policy cache"));
+}

@@ -114,7 +114,7 @@ fn the_builtin_bundle_imports_no_wasi_and_a_wasip2_component_still_loads() {
             .filter(|(name, _)| name.starts_with("wasi:"))
             .count()
     };
-    let builtin = agyn_admission::config::BUILTIN_COMPONENT;
+    let builtin = agyn_admission::engine::BUILTIN_COMPONENT;
     assert_eq!(wasi_imports(builtin), 0);
     let wasip2 = std::fs::read(env!("AGYN_RUN_AS_NON_ROOT_WASM")).unwrap();
     assert!(wasi_imports(&wasip2) > 0);

@@ -6,9 +6,10 @@ mod common;
 
 use agyn_admission::admission::{PolicyOutcome, review};
 use agyn_admission::config::Mode;
-use agyn_admission::engine::EvalError;
+use agyn_admission::engine::{Call, EvalError, Limits};
 use common::{builtin, create, engine, load_set, yaml};
 use serde_json::{Value, json};
+use std::time::Duration;
 
 const BARE_POD: &str = r#"
 apiVersion: v1
@@ -367,4 +368,117 @@ policies:
         };
         assert_eq!(outcomes(&separate), outcomes(&together));
     }
+}
+
+/// Policies of one component run in one call; when it fails, each runs
+/// alone, so each reports its own cause and the others their verdicts.
+#[test]
+fn a_failing_policy_fails_alone_with_its_own_cause() {
+    let engine = engine();
+    let entries: String = ["memory-bomb", "trap", "wrong-count", "allow"]
+        .iter()
+        .map(|p| {
+            format!(
+                "  - {{name: {p}, module: {}, memoryLimit: 16Mi, failurePolicy: Ignore}}\n",
+                common::HOSTILE_WASM
+            )
+        })
+        .collect();
+    let set = load_set(
+        &engine,
+        &format!("apiVersion: agyn.io/v1alpha1\nkind: PolicySet\npolicies:\n{entries}"),
+    )
+    .unwrap();
+    let decision = review(&set, &create("agyn", yaml(BARE_POD))).unwrap();
+    let outcomes: Vec<(&str, &PolicyOutcome)> = decision
+        .results
+        .iter()
+        .map(|r| (r.policy.as_str(), &r.outcome))
+        .collect();
+    assert!(
+        matches!(
+            outcomes[..],
+            [
+                ("memory-bomb", PolicyOutcome::Failed(EvalError::Memory(_))),
+                ("trap", PolicyOutcome::Failed(EvalError::Trap(_))),
+                (
+                    "wrong-count",
+                    PolicyOutcome::Failed(EvalError::Malformed(_))
+                ),
+                ("allow", PolicyOutcome::Allowed { .. }),
+            ]
+        ),
+        "{outcomes:#?}"
+    );
+}
+
+/// A privileged, root, hostPID pod padded to 653 KiB (5,000 containers
+/// and a long annotation): judged together, the built-in policies outgrow
+/// one call's memory cap; alone, most fit, so the pod is denied on its
+/// violations even when every failure policy is Ignore.
+#[test]
+fn a_padded_privileged_pod_is_denied_even_when_failures_are_ignored() {
+    let engine = engine();
+    // Ignore, and a long deadline: this is about memory, on a busy machine.
+    let set_text = include_str!("../policies/agyn-policy-set.yaml").replace(
+        "    mutate: true\n",
+        "    mutate: true\n    failurePolicy: Ignore\n    timeout: 10s\n",
+    );
+    assert_eq!(set_text.matches("failurePolicy: Ignore").count(), 6);
+    let set = load_set(&engine, &set_text).unwrap();
+    let containers: Vec<Value> = (0..5000)
+        .map(|i| {
+            json!({"name": format!("shell{i}"), "image": "alpine",
+                "securityContext": {"privileged": true, "runAsUser": 0}})
+        })
+        .collect();
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "padded", "namespace": "agyn",
+            "annotations": {"padding": "x".repeat(205_000)}},
+        "spec": {"hostPID": true, "containers": containers},
+    });
+    let size = pod.to_string().len();
+    assert!((630 << 10..670 << 10).contains(&size), "{size} bytes");
+    // The premise: the six in one call outgrow the default memory cap.
+    let calls: Vec<Call> = set
+        .policies
+        .iter()
+        .map(|p| Call {
+            policy: p.inner.clone(),
+            settings: p.settings.clone(),
+            mutate: p.mutate,
+        })
+        .collect();
+    let together = set.components[0].evaluate(
+        r#"{"uid":"u","kind":{"group":"","version":"v1","kind":"Pod"},"namespace":"agyn","operation":"CREATE","userInfo":{},"dryRun":false}"#,
+        &pod.to_string(),
+        &calls,
+        Limits {
+            deadline: Duration::from_secs(10),
+            ..Limits::default()
+        },
+    );
+    assert!(
+        matches!(together, Err(EvalError::Memory(_))),
+        "{:?}",
+        together.map(|_| ())
+    );
+    let decision = review(&set, &create("agyn", pod)).unwrap();
+    assert!(!decision.allowed(), "{:#?}", decision.results);
+    let violations = decision.violations();
+    assert!(
+        violations.iter().any(|v| v.policy == "run-as-non-root"),
+        "{violations:#?}"
+    );
+    let memory: Vec<&str> = decision
+        .results
+        .iter()
+        .filter(|r| matches!(r.outcome, PolicyOutcome::Failed(EvalError::Memory(_))))
+        .map(|r| r.policy.as_str())
+        .collect();
+    assert!(
+        memory.len() < 6,
+        "only the policies that outgrow it alone: {memory:?}"
+    );
 }

@@ -81,12 +81,19 @@ impl Server {
         let pki = Pki::new();
         pki.issue(&dir, "agyn-admission");
         let mut command = Command::new(BIN);
+        // JSON logs (a later --log-format in `extra` overrides it), and no
+        // shutdown delay unless `extra` asks for one.
         command
             .args(["--log-format", "json", "serve", "--tls-cert-file"])
             .arg(dir.join("tls.crt"))
             .arg("--tls-private-key-file")
             .arg(dir.join("tls.key"))
             .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .args(if extra.contains(&"--shutdown-delay") {
+                &[][..]
+            } else {
+                &["--shutdown-delay", "0s"][..]
+            })
             .arg("--cache-dir")
             .arg(crate::common::cache_dir())
             .args(extra)
@@ -116,12 +123,14 @@ impl Server {
             pki,
             logs,
         };
-        let listening =
-            server.wait_for_log(Duration::from_secs(30), |e| e["message"] == "listening");
-        server.webhook = listening["webhook"].as_str().unwrap().parse().unwrap();
-        server.metrics = listening["metrics"].as_str().unwrap().parse().unwrap();
+        let listening = server.wait_for_log(Duration::from_secs(30), |e| {
+            e["message"] == "listening" || text_line(e).contains(" listening ")
+        });
+        server.webhook = field(&listening, "webhook").parse().unwrap();
+        server.metrics = field(&listening, "metrics").parse().unwrap();
         server.wait_for_log(Duration::from_secs(60), |e| {
             e["message"].as_str().is_some_and(|m| m.ends_with("ready"))
+                || text_line(e).contains("; ready")
         });
         server
     }
@@ -227,12 +236,39 @@ impl Server {
             .unwrap()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the server to exit.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         self.child.wait().unwrap()
     }
+}
+
+/// A line the server wrote in `--log-format text` ("" for JSON events).
+pub fn text_line(event: &Value) -> &str {
+    event["raw"].as_str().unwrap_or_default()
+}
+
+/// A field of a log event, JSON or text (`name=value`).
+fn field(event: &Value, name: &str) -> String {
+    if let Some(value) = event[name].as_str() {
+        return value.to_string();
+    }
+    let prefix = format!("{name}=");
+    text_line(event)
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {name} in {event}"))
+        .to_string()
 }
 
 impl Drop for Server {

@@ -393,8 +393,6 @@ async fn malformed_requests_get_a_clear_4xx_and_never_an_allowed() {
         ("/mutate", json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}).to_string(), 400, "has no request"),
         ("/validate", without("uid"), 400, "missing field `uid`"),
         ("/validate", with_empty_uid, 400, "empty uid"),
-        ("/validate", without("object"), 400, "cannot review: the request has no object"),
-        ("/validate", without("namespace"), 400, "cannot review: the request has no namespace"),
         ("/mutate", big, 413, "larger than the limit of 1048576 bytes"),
         ("/validate?timeout=soon", review(&pod).to_string(), 400, "invalid duration"),
         ("/validate/no-such-policy", review(&pod).to_string(), 404, "no policy \"no-such-policy\""),
@@ -418,9 +416,28 @@ async fn malformed_requests_get_a_clear_4xx_and_never_an_allowed() {
     assert_eq!(fine["allowed"], true);
     let metrics = server.metrics_text().await;
     assert!(
-        metrics.contains(r#"agyn_admission_requests_total{endpoint="validate",outcome="error"} 9"#),
+        metrics.contains(r#"agyn_admission_requests_total{endpoint="validate",outcome="error"} 7"#),
         "{metrics}"
     );
+
+    // A well-formed review whose object cannot be judged is owed a verdict,
+    // not a 4xx that would hand the decision to the registration's
+    // failurePolicy: the matching policies' failure policies (Fail) deny.
+    for field in ["object", "namespace"] {
+        let (status, body) = server.post("/validate", without(field)).await;
+        assert_eq!(status, 200, "{field}: {body}");
+        let response = &body["response"];
+        assert_eq!(response["allowed"], false, "{field}: {body}");
+        assert_eq!(
+            response["status"]["code"], 500,
+            "a failure, not a violation"
+        );
+        assert!(
+            messages(response)
+                .contains("the policy failed: it was not run: the object cannot be read"),
+            "{field}: {body}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -582,6 +599,10 @@ fn serve_help_documents_every_flag() {
         "--max-concurrent-reviews",
         "--default-timeout",
         "--shutdown-grace",
+        "--shutdown-delay",
+        "--max-connections",
+        "--read-timeout",
+        "--idle-timeout",
         "--log-format",
         "/validate/{policy}",
         "/metrics",

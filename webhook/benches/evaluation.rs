@@ -4,7 +4,8 @@
 //! every built-in policy judges it, `pod-security` included.
 
 use agyn_admission::admission::{AdmissionRequest, review};
-use agyn_admission::config::{BUILTIN_COMPONENT, PolicySet, Source};
+use agyn_admission::config::{PolicySet, Source};
+use agyn_admission::engine::BUILTIN_COMPONENT;
 use agyn_admission::engine::{Call, Engine, EngineOptions, Limits};
 use agyn_policy_sdk::{Entry, entry};
 use criterion::{Criterion, criterion_group, criterion_main};

@@ -11,4 +11,5 @@ pub mod admission;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod fuzz;
 pub mod server;

@@ -66,6 +66,15 @@ impl Decision {
         self.messages(|r| r.mode == Mode::Enforce)
     }
 
+    /// Whether a denial comes from policies that failed alone, none having
+    /// found a violation: an error of the webhook's, not of the object.
+    pub fn denied_for_failures_only(&self) -> bool {
+        !self.allowed()
+            && !self.results.iter().any(|r| {
+                r.mode == Mode::Enforce && matches!(r.outcome, PolicyOutcome::Denied { .. })
+            })
+    }
+
     /// What the user is told without a denial: violations of policies in
     /// `warn` mode, and every policy's own warnings.
     pub fn warnings(&self) -> Vec<Violation> {

@@ -4,16 +4,21 @@
 //! [`review`] picks the Pod out of the object ([`kinds`], `pod`), runs
 //! every matching policy of the set through the engine, and combines the
 //! verdicts and the mutations into one [`Decision`] with one JSON Patch.
+//! [`unjudged`] is the decision owed when a review cannot be completed:
+//! every matching policy's failure policy answers.
 
+mod breaker;
 mod decision;
 pub mod kinds;
 mod pod;
+mod readable;
 mod request;
 mod review;
 
+pub use breaker::Breaker;
 pub use decision::{Decision, PolicyOutcome, PolicyResult, Violation};
 pub use request::AdmissionRequest;
-pub use review::{Options, Phase, review, review_with};
+pub use review::{Options, Phase, review, review_with, unjudged};
 
 use kinds::WorkloadKind;
 use thiserror::Error;
@@ -32,4 +37,6 @@ pub enum ReviewError {
     },
     #[error("the request has no namespace")]
     NoNamespace,
+    #[error("the object cannot be read: {0}")]
+    Unreadable(String),
 }

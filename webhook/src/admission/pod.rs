@@ -29,14 +29,20 @@ pub(super) fn extract(kind: WorkloadKind, object: &Value) -> Result<Value, Revie
 }
 
 /// The workload with the policies' final Pod put back in its template.
-pub(super) fn restore(kind: WorkloadKind, original: &Value, pod: Value) -> Value {
+pub(super) fn restore(
+    kind: WorkloadKind,
+    original: &Value,
+    pod: Value,
+) -> Result<Value, ReviewError> {
     let pointer = kind.template_pointer();
     let mut object = original.clone();
+    // `extract` found an object template, and `check_mutation` an object
+    // pod: neither error can happen, but neither may panic if it did.
     let (Some(template), Value::Object(mut pod)) = (
         object.pointer_mut(pointer).and_then(Value::as_object_mut),
         pod,
     ) else {
-        unreachable!("extract found an object template and check_mutation an object pod")
+        return Err(ReviewError::NoTemplate { kind, pointer });
     };
     for field in ["metadata", "spec"] {
         match pod.remove(field) {
@@ -44,7 +50,7 @@ pub(super) fn restore(kind: WorkloadKind, original: &Value, pod: Value) -> Value
             None => template.remove(field),
         };
     }
-    object
+    Ok(object)
 }
 
 /// Refuses a mutated Pod that is not a Pod, or that renames or moves it.

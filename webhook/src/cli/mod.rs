@@ -4,6 +4,8 @@ mod check;
 mod manifests;
 mod report;
 
+pub use check::judge_text;
+
 use crate::engine::{Engine, EngineOptions};
 use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
@@ -117,8 +119,14 @@ pub fn main() -> ExitCode {
         Command::Serve(_) => "info",
         Command::Check(_) => "warn",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // rustls warns for every handshake whose SNI is an IP address, which
+    // clients dialling https://10.0.0.1 send: a line per connection that a
+    // client controls. Its errors still show; RUST_LOG=rustls=... decides.
+    if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("rustls")) {
+        filter = filter.add_directive("rustls=error".parse().expect("a valid directive"));
+    }
     // Lines are written by a thread of their own, in batches: writing each
     // audit event on the request's thread cost a syscall per request.
     // Nothing is dropped: a full queue makes the request wait.

@@ -1,5 +1,6 @@
 //! Durations as Go writes them (`10s`, `1m30s`, `1.5s`, `250ms`): the API
-//! server's `?timeout=` and, for the same reading, the server's flags.
+//! server's `?timeout=`, and for the same reading the server's flags and
+//! a policy set's timeouts.
 
 use std::time::Duration;
 

@@ -2,12 +2,14 @@
 //! and checked settings ([`PolicySet::load`]), and deciding which policies
 //! an object meets ([`Match`]).
 
+pub mod duration;
 pub mod file;
 mod quantity;
 
 pub use file::{FailurePolicy, Mode, Operation};
 pub use quantity::parse_size;
 
+use crate::admission::Breaker;
 use crate::admission::kinds::WorkloadKind;
 use crate::engine::{Engine, EvalError, Limits, PolicyComponent};
 use agyn_policy_sdk::selector_matches;
@@ -21,9 +23,6 @@ use thiserror::Error;
 /// The built-in Agyn policy set, as `policies/agyn-policy-set.yaml` in the
 /// repository: the built-in policies, enforced, with mutation.
 pub const BUILTIN_POLICY_SET: &str = include_str!("../../../policies/agyn-policy-set.yaml");
-
-/// The built-in component, carrying the Agyn policies and `pod-security`.
-pub const BUILTIN_COMPONENT: &[u8] = include_bytes!(env!("AGYN_BUILTIN_POLICIES_WASM"));
 
 /// Namespaces no policy set can subject to policies: a webhook outage or a
 /// bad policy must never stop the cluster's own components.
@@ -92,6 +91,9 @@ pub struct Policy {
     pub failure_policy: FailurePolicy,
     pub limits: Limits,
     pub matching: Match,
+    /// Whether the policy keeps missing its deadline. Kept with the loaded
+    /// set: a reload starts every policy afresh.
+    pub breaker: Breaker,
 }
 
 impl PolicySet {
@@ -104,25 +106,42 @@ impl PolicySet {
             .unwrap_or_default()
     }
 
+    /// Whether some policy keeps missing its deadline (see [`Breaker`]).
+    pub fn any_circuit_open(&self) -> bool {
+        self.policies.iter().any(|p| p.breaker.is_open())
+    }
+
     /// Reads, checks and compiles a policy set. Any error names the file,
     /// the line where it can, and the policy.
     pub fn load(source: &Source, engine: &Engine) -> Result<PolicySet, ConfigError> {
-        let origin = source.origin();
-        let (text, base) = match source {
-            Source::Builtin => (BUILTIN_POLICY_SET.to_string(), None),
-            Source::File(path) => (
-                std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        match source {
+            Source::Builtin => Self::from_text(BUILTIN_POLICY_SET, source, engine),
+            Source::File(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     path: path.clone(),
                     source,
-                })?,
-                path.parent().map(Path::to_path_buf),
-            ),
+                })?;
+                Self::from_text(&text, source, engine)
+            }
+        }
+    }
+
+    /// Checks and compiles a policy set's text; `source` names it in
+    /// errors, and its folder is where relative module paths start.
+    pub fn from_text(
+        text: &str,
+        source: &Source,
+        engine: &Engine,
+    ) -> Result<PolicySet, ConfigError> {
+        let origin = source.origin();
+        let base = match source {
+            Source::Builtin => None,
+            Source::File(path) => path.parent().map(Path::to_path_buf),
         };
-        let file: PolicySetFile =
-            serde_saphyr::from_str(&text).map_err(|e| ConfigError::Parse {
-                origin: origin.clone(),
-                message: e.to_string(),
-            })?;
+        let file: PolicySetFile = serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.clone(),
+            message: e.to_string(),
+        })?;
         Loader {
             origin,
             base,
@@ -207,6 +226,7 @@ impl Loader<'_> {
                 memory: entry.memory_limit.map_or(defaults.memory, |m| m.0),
             },
             matching: Match::new(entry.matching)?,
+            breaker: Breaker::default(),
         })
     }
 
@@ -216,21 +236,19 @@ impl Loader<'_> {
         if let Some(&index) = self.by_module.get(&key) {
             return Ok(index);
         }
-        let bytes = match module {
-            "builtin" => BUILTIN_COMPONENT.to_vec(),
+        let component = match module {
+            "builtin" => self.engine.builtin(sha256),
             path => {
                 let path = match &self.base {
                     Some(base) => base.join(path),
                     None => PathBuf::from(path),
                 };
-                std::fs::read(&path)
-                    .map_err(|e| format!("cannot read module {}: {e}", path.display()))?
+                let bytes = std::fs::read(&path)
+                    .map_err(|e| format!("cannot read module {}: {e}", path.display()))?;
+                self.engine.load(&bytes, sha256)
             }
-        };
-        let component = self
-            .engine
-            .load(&bytes, sha256)
-            .map_err(|e| format!("module {module}: {e}"))?;
+        }
+        .map_err(|e| format!("module {module}: {e}"))?;
         self.components.push(component);
         self.by_module.insert(key, self.components.len() - 1);
         Ok(self.components.len() - 1)
@@ -280,6 +298,15 @@ impl Match {
         })
     }
 
+    /// Whether a policy with this match may judge an object whose labels
+    /// are unknown: everything but the label selector.
+    pub fn may_match(&self, kind: WorkloadKind, operation: Operation, namespace: &str) -> bool {
+        (self.kinds.is_empty() || self.kinds.contains(&kind))
+            && self.operations.contains(&operation)
+            && (self.namespaces.is_empty() || self.namespaces.iter().any(|n| n == namespace))
+            && !self.exclude_namespaces.iter().any(|n| n == namespace)
+    }
+
     /// Whether a policy with this match judges an object.
     ///
     /// `labels` is called only when the policy has a label selector: most
@@ -291,10 +318,7 @@ impl Match {
         namespace: &str,
         labels: impl Fn() -> Option<&'a BTreeMap<String, String>>,
     ) -> bool {
-        (self.kinds.is_empty() || self.kinds.contains(&kind))
-            && self.operations.contains(&operation)
-            && (self.namespaces.is_empty() || self.namespaces.iter().any(|n| n == namespace))
-            && !self.exclude_namespaces.iter().any(|n| n == namespace)
+        self.may_match(kind, operation, namespace)
             && self
                 .label_selector
                 .as_ref()

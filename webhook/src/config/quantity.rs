@@ -1,4 +1,5 @@
-//! The two units a policy set writes limits in: `250ms` / `2s` and
+//! The two units a policy set writes limits in: durations as Go writes
+//! them (`250ms`, `1.5s`, the same reading as the server's flags) and
 //! `64Mi` / `1Gi` (Kubernetes' binary suffixes). Deserialising into these
 //! types makes a bad value an error at its line in the file.
 
@@ -17,17 +18,9 @@ impl<'de> Deserialize<'de> for Timeout {
 }
 
 fn parse_timeout(text: &str) -> Result<Duration, String> {
-    let invalid = || format!("invalid timeout {text:?}: write it as 250ms or 2s (at most 30s)");
-    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
-        (n, 1)
-    } else if let Some(n) = text.strip_suffix('s') {
-        (n, 1000)
-    } else {
-        return Err(invalid());
-    };
-    let ms: u64 = number.parse().map_err(|_| invalid())?;
-    let duration = Duration::from_millis(ms * scale);
-    if duration.is_zero() || duration > super::MAX_TIMEOUT {
+    let invalid = || format!("invalid timeout {text:?}: write it as 250ms or 1.5s (at most 30s)");
+    let duration = super::duration::parse(text).map_err(|_| invalid())?;
+    if duration < Duration::from_millis(1) || duration > super::MAX_TIMEOUT {
         return Err(invalid());
     }
     Ok(duration)
@@ -61,7 +54,8 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
     let bytes = number
         .parse::<usize>()
         .ok()
-        .and_then(|n| n.checked_shl(shift))
+        // checked_shl checks only the shift: the product can overflow.
+        .and_then(|n| n.checked_mul(1 << shift))
         .filter(|b| (1 << 20..=max).contains(b))
         .ok_or_else(invalid)?;
     Ok(bytes)
@@ -75,7 +69,19 @@ mod tests {
     fn timeouts() {
         assert_eq!(parse_timeout("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_timeout("2s"), Ok(Duration::from_secs(2)));
-        for bad in ["", "0ms", "31s", "1m", "ms", "-1s", "1.5s"] {
+        assert_eq!(parse_timeout("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_timeout("30s"), Ok(Duration::from_secs(30)));
+        for bad in [
+            "",
+            "0ms",
+            "31s",
+            "1m",
+            "ms",
+            "-1s",
+            "10us",
+            "18446744073709551615s",
+            "99999999999999999999999ms",
+        ] {
             assert!(parse_timeout(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -85,7 +91,18 @@ mod tests {
         assert_eq!(parse_size("64Mi"), Ok(64 << 20));
         assert_eq!(parse_size("1Gi"), Ok(1 << 30));
         assert_eq!(parse_size("2048Ki"), Ok(2 << 20));
-        for bad in ["64", "64M", "2Gi", "512Ki", "Mi", "0Mi"] {
+        for bad in [
+            "64",
+            "64M",
+            "2Gi",
+            "512Ki",
+            "Mi",
+            "0Mi",
+            // Would wrap to exactly 1Gi in 64 bits if the product went
+            // unchecked.
+            "17179869185Gi",
+            "18014398509481985Mi",
+        ] {
             assert!(parse_size(bad).is_err(), "{bad:?} accepted");
         }
     }

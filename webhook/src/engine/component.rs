@@ -125,21 +125,38 @@ impl PolicyComponent {
         // One more tick than the division: the current tick may be about to end.
         store.set_epoch_deadline(ticks as u64 + 1);
         store.epoch_deadline_trap();
-        let result = self
+        let policy = self
             .pre
             .instantiate(&mut store)
-            .and_then(|policy| f(&policy, &mut store));
-        result.map_err(|e| classify(e, limits.deadline, memory))
+            .map_err(|e| classify(e, Stage::Instantiate, limits.deadline, memory))?;
+        f(&policy, &mut store).map_err(|e| classify(e, Stage::Call, limits.deadline, memory))
     }
 }
 
-fn classify(error: wasmtime::Error, deadline: std::time::Duration, memory: usize) -> EvalError {
+/// Where a wasmtime error arose: errors that are not the guest's traps
+/// mean different things before and during the call.
+enum Stage {
+    Instantiate,
+    Call,
+}
+
+fn classify(
+    error: wasmtime::Error,
+    stage: Stage,
+    deadline: std::time::Duration,
+    memory: usize,
+) -> EvalError {
     if error.downcast_ref::<MemoryExceeded>().is_some() {
         return EvalError::Memory(memory);
     }
-    match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => EvalError::Deadline(deadline),
-        _ => EvalError::Trap(format!("{error:#}")),
+    match (error.downcast_ref::<Trap>(), stage) {
+        (Some(Trap::Interrupt), _) => EvalError::Deadline(deadline),
+        (Some(_), _) => EvalError::Trap(format!("{error:#}")),
+        // The pool is out of slots, or a start function failed.
+        (None, Stage::Instantiate) => EvalError::Instantiate(format!("{error:#}")),
+        // Lifting the guest's results failed: a string out of bounds or
+        // not UTF-8, a bad discriminant. The guest's answer is garbage.
+        (None, Stage::Call) => EvalError::Malformed(format!("{error:#}")),
     }
 }
 

@@ -16,12 +16,15 @@ mod epoch;
 pub use component::{Call, Evaluation, PolicyComponent, Verdict};
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thiserror::Error;
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// The built-in component, carrying the Agyn policies and `pod-security`.
+pub const BUILTIN_COMPONENT: &[u8] = include_bytes!(env!("AGYN_BUILTIN_POLICIES_WASM"));
 
 /// How often the epoch advances: the granularity of every deadline.
 const EPOCH_TICK: Duration = Duration::from_millis(2);
@@ -64,7 +67,9 @@ pub enum LoadError {
     Policies(EvalError),
 }
 
-/// Why an evaluation produced no verdict.
+/// Why a policy produced no verdict. Each reads after "the policy failed:
+/// it ...". The first five are the engine's; the rest are the host's
+/// reasons for not running the policy to the end.
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
 pub enum EvalError {
     #[error("exceeded its deadline of {0:?}")]
@@ -75,10 +80,30 @@ pub enum EvalError {
     Trap(String),
     #[error("returned a malformed verdict: {0}")]
     Malformed(String),
+    /// No instance could be made (the pool is exhausted, a start function
+    /// failed).
+    #[error("could not be instantiated: {0}")]
+    Instantiate(String),
     /// The policy itself reported that it could not judge (bad settings,
     /// an object it cannot read).
     #[error("reported an error: {0}")]
     Policy(String),
+    /// The object is one the host cannot read (a number out of range,
+    /// nesting too deep, no pod template where one must be).
+    #[error("was not run: the object cannot be read: {0}")]
+    Unreadable(String),
+    /// No review slot came free within the request's budget.
+    #[error("was not run: the webhook had no capacity left within the request's budget")]
+    Overloaded,
+    /// The policy kept missing its deadline: it runs one evaluation at a
+    /// time until one ends in time, and this one was not it.
+    #[error(
+        "was not run: it missed its deadline {0} times in a row, and runs one review at a time until it meets it again"
+    )]
+    CircuitOpen(u32),
+    /// A bug on the host side, caught before it could drop the request.
+    #[error("was not run to the end: internal error: {0}")]
+    Internal(String),
 }
 
 /// Where and whether compiled components are kept between runs.
@@ -94,6 +119,9 @@ pub struct Engine {
     linker: Linker<HostState>,
     cache: Option<cache::Cache>,
     ticker: Arc<epoch::Ticker>,
+    /// The built-in component once loaded: a policy set's reload then
+    /// neither hashes nor reads it again.
+    builtin: Mutex<Option<PolicyComponent>>,
 }
 
 impl Engine {
@@ -131,7 +159,26 @@ impl Engine {
             linker,
             cache,
             ticker,
+            builtin: Mutex::new(None),
         })
+    }
+
+    /// The component compiled into the binary, loaded on first use.
+    pub fn builtin(&self, sha256: Option<&str>) -> Result<PolicyComponent, LoadError> {
+        let mut builtin = self.builtin.lock().unwrap_or_else(|e| e.into_inner());
+        let component = match &*builtin {
+            Some(component) => component.clone(),
+            None => builtin.insert(self.load(BUILTIN_COMPONENT, None)?).clone(),
+        };
+        match sha256 {
+            Some(expected) if !expected.eq_ignore_ascii_case(component.sha256()) => {
+                Err(LoadError::Sha256Mismatch {
+                    expected: expected.to_string(),
+                    actual: component.sha256().to_string(),
+                })
+            }
+            _ => Ok(component),
+        }
     }
 
     /// Compiles (or reads from the cache) and links a policy component,

@@ -12,6 +12,15 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
+
+/// How much of a decision an answer carries. A pod with thousands of
+/// containers can have thousands of violations; the API server hands the
+/// message to the user and keeps the annotations in its audit log, so the
+/// first ones and a count say enough (the webhook's log has the rest, as
+/// bounded). Measured before the bound: a 340 KiB pod made a 5.6 MB answer.
+const MAX_MESSAGES: usize = 50;
+const MAX_MESSAGE_BYTES: usize = 1024;
+const MAX_ANNOTATION_BYTES: usize = 4096;
 pub const KIND: &str = "AdmissionReview";
 
 /// The envelope, read loosely so that a wrong `apiVersion` or `kind` is
@@ -142,22 +151,34 @@ impl AdmissionResponse {
             }));
         } else if !violations.is_empty() {
             response.allowed = false;
+            // A denial only because policies failed is the webhook's error,
+            // not the object's: say so, as Pod Security Admission's 403s say
+            // the object is forbidden.
+            let (code, reason) = if decision.denied_for_failures_only() {
+                (500, "InternalError")
+            } else {
+                (403, "Forbidden")
+            };
             response.status = Some(Status {
                 status: "Failure",
-                code: 403,
-                reason: "Forbidden",
-                message: violations.iter().map(line).collect::<Vec<_>>().join("; "),
+                code,
+                reason,
+                message: bounded_list(violations.iter().map(line), "; "),
             });
         }
+        response.warnings = bounded(response.warnings);
         for v in audit {
-            response
-                .audit_annotations
-                .entry(v.policy)
-                .and_modify(|m| {
-                    m.push_str("; ");
-                    m.push_str(&v.message);
-                })
-                .or_insert(v.message);
+            let value = response.audit_annotations.entry(v.policy).or_default();
+            if value.len() >= MAX_ANNOTATION_BYTES {
+                continue;
+            }
+            if !value.is_empty() {
+                value.push_str("; ");
+            }
+            value.push_str(&v.message);
+            if value.len() > MAX_ANNOTATION_BYTES {
+                *value = clip(value, MAX_ANNOTATION_BYTES).into_owned();
+            }
         }
         response
     }
@@ -173,5 +194,31 @@ impl AdmissionResponse {
 }
 
 fn line(v: &Violation) -> String {
-    format!("[{}] {}", v.policy, v.message)
+    format!("[{}] {}", v.policy, clip(&v.message, MAX_MESSAGE_BYTES))
+}
+
+/// The first [`MAX_MESSAGES`] lines, and how many more there were.
+fn bounded(mut lines: Vec<String>) -> Vec<String> {
+    if lines.len() > MAX_MESSAGES {
+        let more = lines.len() - MAX_MESSAGES;
+        lines.truncate(MAX_MESSAGES);
+        lines.push(format!("... and {more} more"));
+    }
+    lines
+}
+
+fn bounded_list(lines: impl Iterator<Item = String>, separator: &str) -> String {
+    bounded(lines.collect()).join(separator)
+}
+
+/// `text` cut to at most `max` bytes, at a character boundary, marked.
+pub fn clip(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return text.into();
+    }
+    let mut end = max.saturating_sub(4);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{} ...", &text[..end]).into()
 }

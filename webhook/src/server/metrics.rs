@@ -51,6 +51,66 @@ struct PolicyErrorLabels {
     cause: &'static str,
 }
 
+/// The two listening ports.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Port {
+    Webhook,
+    Metrics,
+}
+
+impl Port {
+    fn name(self) -> &'static str {
+        match self {
+            Port::Webhook => "webhook",
+            Port::Metrics => "metrics",
+        }
+    }
+}
+
+impl std::fmt::Display for Port {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A limit a client ran into: each closes its connection or request.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Limit {
+    /// The port already had its most connections: the new one was closed.
+    MaxConnections,
+    /// The TLS handshake did not end in time.
+    HandshakeTimeout,
+    /// An HTTP/1.1 request's headers did not arrive in time.
+    HeaderTimeout,
+    /// A request's body did not arrive in time.
+    BodyTimeout,
+    /// No request for the idle timeout: the connection was closed.
+    IdleTimeout,
+}
+
+impl Limit {
+    fn name(self) -> &'static str {
+        match self {
+            Limit::MaxConnections => "max_connections",
+            Limit::HandshakeTimeout => "handshake_timeout",
+            Limit::HeaderTimeout => "header_timeout",
+            Limit::BodyTimeout => "body_timeout",
+            Limit::IdleTimeout => "idle_timeout",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PortLabels {
+    port: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    port: &'static str,
+    limit: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     result: &'static str,
@@ -72,6 +132,19 @@ pub struct Metrics {
     policy_errors: Family<PolicyErrorLabels, Counter>,
     policies_loaded: Gauge,
     reloads: Family<ReloadLabels, Counter>,
+    connections: Family<PortLabels, Gauge>,
+    limits: Family<LimitLabels, Counter>,
+}
+
+/// An open connection, counted until dropped.
+pub struct OpenConnection {
+    gauge: Gauge,
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
 }
 
 impl Metrics {
@@ -83,6 +156,8 @@ impl Metrics {
         let policy_errors = Family::default();
         let policies_loaded = Gauge::default();
         let reloads = Family::default();
+        let connections = Family::default();
+        let limits = Family::default();
         registry.register(
             "requests",
             "AdmissionReviews answered, by endpoint and outcome (error: refused as malformed or unanswerable)",
@@ -100,7 +175,7 @@ impl Metrics {
         );
         registry.register(
             "policy_errors",
-            "Evaluations that gave no verdict, by policy and cause (deadline, memory, trap, malformed, policy)",
+            "Policies that gave no verdict, by policy and cause (deadline, memory, trap, malformed, instantiate, policy, unreadable, overloaded, circuit_open, internal)",
             policy_errors.clone(),
         );
         registry.register(
@@ -113,6 +188,16 @@ impl Metrics {
             "Policy set reloads after its file changed, by result (loaded, refused)",
             reloads.clone(),
         );
+        registry.register(
+            "connections",
+            "Connections open, by port (webhook, metrics)",
+            connections.clone(),
+        );
+        registry.register(
+            "connection_limits",
+            "Connections and requests closed by a limit, by port and limit (max_connections, handshake_timeout, header_timeout, body_timeout, idle_timeout)",
+            limits.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -121,7 +206,27 @@ impl Metrics {
             policy_errors,
             policies_loaded,
             reloads,
+            connections,
+            limits,
         }
+    }
+
+    pub fn connection_opened(&self, port: Port) -> OpenConnection {
+        let gauge = self
+            .connections
+            .get_or_create(&PortLabels { port: port.name() })
+            .clone();
+        gauge.inc();
+        OpenConnection { gauge }
+    }
+
+    pub fn limit(&self, port: Port, limit: Limit) {
+        self.limits
+            .get_or_create(&LimitLabels {
+                port: port.name(),
+                limit: limit.name(),
+            })
+            .inc();
     }
 
     pub fn request(&self, endpoint: &str, outcome: Outcome, took: Duration) {
@@ -180,6 +285,11 @@ fn cause(error: &EvalError) -> &'static str {
         EvalError::Memory(_) => "memory",
         EvalError::Trap(_) => "trap",
         EvalError::Malformed(_) => "malformed",
+        EvalError::Instantiate(_) => "instantiate",
         EvalError::Policy(_) => "policy",
+        EvalError::Unreadable(_) => "unreadable",
+        EvalError::Overloaded => "overloaded",
+        EvalError::CircuitOpen(_) => "circuit_open",
+        EvalError::Internal(_) => "internal",
     }
 }

@@ -5,26 +5,40 @@
 //! metrics and probes. The policy set and the certificate are watched
 //! ([`watch`]) and swapped in whole when their files change.
 
-mod admission_review;
-mod duration;
+pub(crate) mod admission_review;
+mod connections;
 mod metrics;
 mod routes;
 mod tls;
 mod watch;
 
 use crate::cli::EngineArgs;
-use crate::config::{PolicySet, Source, parse_size};
+use crate::config::{PolicySet, Source, duration, parse_size};
 use crate::engine::{Engine, MAX_CONCURRENT_INSTANCES};
 use anyhow::Context;
 use arc_swap::ArcSwapOption;
+use connections::{Limits, Listener};
+use metrics::Port;
 use routes::Shared;
-use std::future::IntoFuture;
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch as signal_watch};
+
+/// HTTP/2 streams one connection may have open at once. The API server's
+/// client opens another connection past the server's limit.
+const MAX_STREAMS: u32 = 128;
+
+/// Connections the metrics and probes port takes: kubelet probes and a
+/// scraper or two need a handful.
+const MAX_METRICS_CONNECTIONS: usize = 64;
+
+/// File descriptors kept for everything but connections: the listeners,
+/// the watched files, the cache, the runtime's own.
+const RESERVED_FDS: u64 = 64;
 
 #[derive(Debug, clap::Args)]
 #[command(after_long_help = "\
@@ -95,7 +109,8 @@ pub struct ServeArgs {
     #[arg(long, env = "AGYN_MAX_REQUEST_SIZE", value_name = "SIZE", default_value = "8Mi", value_parser = parse_size)]
     max_request_size: usize,
 
-    /// Reviews in progress at once; more requests wait their turn. Bounds
+    /// Reviews in progress at once; more requests wait their turn (within
+    /// their budget, then their policies' failure policies answer). Bounds
     /// memory under overload.
     #[arg(long, env = "AGYN_MAX_CONCURRENT_REVIEWS", value_name = "N", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(1..=MAX_CONCURRENT_INSTANCES as i64))]
@@ -106,8 +121,32 @@ pub struct ServeArgs {
     #[arg(long, env = "AGYN_DEFAULT_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = duration::parse)]
     default_timeout: Duration,
 
-    /// After SIGTERM or SIGINT, how long requests in flight may take to
-    /// finish before the server exits.
+    /// Connections the webhook port holds at once; new ones past it are
+    /// closed. Kept below the process's file descriptor limit (raised to
+    /// its hard limit at start), so that the metrics and probes port
+    /// always has room.
+    #[arg(long, env = "AGYN_MAX_CONNECTIONS", value_name = "N", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: u32,
+
+    /// How long a TLS handshake, and a request's body, may take to arrive.
+    #[arg(long, env = "AGYN_READ_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = duration::parse)]
+    read_timeout: Duration,
+
+    /// A connection with no request in progress for this long is closed
+    /// (HTTP/2 with a GOAWAY, which the API server's client takes in
+    /// stride); an HTTP/1.1 request's headers must arrive within it.
+    #[arg(long, env = "AGYN_IDLE_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = duration::parse)]
+    idle_timeout: Duration,
+
+    /// After SIGTERM or SIGINT, how long /readyz answers 503 while requests
+    /// are still served, so that the Service stops sending new ones first.
+    #[arg(long, env = "AGYN_SHUTDOWN_DELAY", value_name = "DURATION", default_value = "5s", value_parser = duration::parse)]
+    shutdown_delay: Duration,
+
+    /// Then, how long requests in flight may take to finish (connections
+    /// are closed gracefully: HTTP/1.1 after its current response, HTTP/2
+    /// with a GOAWAY) before the server exits.
     #[arg(long, env = "AGYN_SHUTDOWN_GRACE", value_name = "DURATION", default_value = "25s", value_parser = duration::parse)]
     shutdown_grace: Duration,
 }
@@ -121,45 +160,84 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // First of all: a SIGTERM that arrives while the policies compile must
+    // stop the server cleanly, not kill it.
+    let stop_signal = StopSignal::install()?;
     let certificate = Arc::new(tls::CertificateFiles::load(
         &args.tls_cert_file,
         &args.tls_private_key_file,
     )?);
-    let tls =
-        axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(certificate.server_config()?));
+    let tls = tokio_rustls::TlsAcceptor::from(Arc::new(certificate.server_config()?));
+    let metrics = Arc::new(metrics::Metrics::new());
     let shared = Arc::new(Shared {
         set: ArcSwapOption::empty(),
-        metrics: metrics::Metrics::new(),
+        metrics: metrics.clone(),
         dry_run: args.dry_run,
         max_request_size: args.max_request_size,
         default_timeout: args.default_timeout,
+        read_timeout: args.read_timeout,
         reviews: Semaphore::new(args.max_concurrent_reviews as usize),
         draining: AtomicBool::new(false),
     });
+    let max_connections = connection_budget(args.max_connections as usize);
 
     // Listen first, so that probes answer while the policies compile.
-    let webhook_listener = std::net::TcpListener::bind(args.listen)
+    let webhook = tokio::net::TcpListener::bind(args.listen)
+        .await
         .with_context(|| format!("listening on {}", args.listen))?;
-    webhook_listener.set_nonblocking(true)?;
-    let metrics_listener = tokio::net::TcpListener::bind(args.metrics_listen)
+    let metrics_port = tokio::net::TcpListener::bind(args.metrics_listen)
         .await
         .with_context(|| format!("listening on {}", args.metrics_listen))?;
     tracing::info!(
-        webhook = %webhook_listener.local_addr()?,
-        metrics = %metrics_listener.local_addr()?,
+        webhook = %webhook.local_addr()?,
+        metrics = %metrics_port.local_addr()?,
         dry_run = args.dry_run,
+        max_connections,
         "listening"
     );
-    let handle = axum_server::Handle::new();
-    let webhook = axum_server::from_tcp_rustls(webhook_listener, tls)?
-        .handle(handle.clone())
-        .serve(routes::webhook(shared.clone()).into_make_service());
-    let stop = Arc::new(tokio::sync::Notify::new());
-    let metrics_stop = stop.clone();
-    let metrics = axum::serve(metrics_listener, routes::metrics(shared.clone()))
-        .with_graceful_shutdown(async move { metrics_stop.notified().await })
-        .into_future();
-    let mut servers = tokio::spawn(async move { tokio::try_join!(webhook, metrics) });
+    let limits = |max_connections| Limits {
+        max_connections,
+        handshake_timeout: args.read_timeout,
+        idle_timeout: args.idle_timeout,
+        max_streams: MAX_STREAMS,
+    };
+    let (stop, stopped) = signal_watch::channel(false);
+    // The accept loops and the probes get a thread of their own: policies
+    // run on this runtime's workers, and a busy worker must not keep the
+    // kubelet's probe or a new connection waiting.
+    let front = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the accept runtime")?;
+    let front_handle = front.handle().clone();
+    std::thread::Builder::new()
+        .name("accept".into())
+        .spawn(move || front.block_on(std::future::pending::<()>()))
+        .context("starting the accept thread")?;
+    let webhook = front_handle.spawn(connections::serve(
+        Listener {
+            tcp: webhook,
+            tls: Some(tls),
+            port: Port::Webhook,
+            limits: limits(max_connections),
+        },
+        routes::webhook(shared.clone()),
+        metrics.clone(),
+        tokio::runtime::Handle::current(),
+        stopped.clone(),
+    ));
+    let probes = front_handle.spawn(connections::serve(
+        Listener {
+            tcp: metrics_port,
+            tls: None,
+            port: Port::Metrics,
+            limits: limits(MAX_METRICS_CONNECTIONS),
+        },
+        routes::metrics(shared.clone()),
+        metrics.clone(),
+        front_handle.clone(),
+        stopped,
+    ));
 
     let engine = Arc::new(args.engine.engine()?);
     let source = args.engine.source();
@@ -169,6 +247,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }?;
     tracing::info!(policies = set.policies.len(), "policy set loaded; ready");
     shared.install(set);
+    release_compiler_memory();
 
     let _certificate_watch = watch::watch(&certificate.paths(), "tls", {
         let certificate = certificate.clone();
@@ -192,23 +271,91 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Source::Builtin => None,
     };
 
-    tokio::select! {
-        signal = shutdown_signal() => signal?,
-        stopped = &mut servers => {
-            stopped??;
-            anyhow::bail!("the servers stopped on their own");
-        }
-    }
+    stop_signal.received().await;
     tracing::info!(
+        delay = ?args.shutdown_delay,
         grace = ?args.shutdown_grace,
-        "shutting down: finishing requests in flight"
+        "shutting down: /readyz answers 503; still serving until the delay ends"
     );
     shared.draining.store(true, Ordering::Relaxed);
-    handle.graceful_shutdown(Some(args.shutdown_grace));
-    stop.notify_one();
-    servers.await??;
+    tokio::time::sleep(args.shutdown_delay).await;
+    tracing::info!("closing connections once their requests are answered");
+    let _ = stop.send(true);
+    let drained = tokio::time::timeout(args.shutdown_grace, async {
+        let _ = tokio::join!(webhook, probes);
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("requests still in flight at the end of the grace period");
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The webhook port's connection limit, within the file descriptors the
+/// process may open: the soft limit is raised to the hard one (as Go's
+/// runtime does), and the limit lowered, with a warning, if even that
+/// leaves no room for the metrics port and the process's own files.
+fn connection_budget(wanted: usize) -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write only the struct given.
+    let available = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return wanted;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+        limit.rlim_cur
+    };
+    let room = available.saturating_sub(RESERVED_FDS + MAX_METRICS_CONNECTIONS as u64);
+    if (wanted as u64) <= room {
+        return wanted;
+    }
+    let allowed = room.max(1) as usize;
+    tracing::warn!(
+        wanted,
+        allowed,
+        fd_limit = available,
+        "--max-connections is above what the file descriptor limit leaves room for; lowered"
+    );
+    allowed
+}
+
+/// The message a panic carried, for the log and the policies' failure.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// Text from a request, made safe for a log line: control characters
+/// (a newline, an ESC) are written as escapes, so a container name cannot
+/// end the line and forge another, or drive a terminal.
+pub(crate) struct Escaped<'a>(pub &'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                fmt::Write::write_char(f, c)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Loads the changed policy set; swaps it in only if it is valid.
@@ -219,6 +366,7 @@ fn reload(shared: &Shared, engine: &Engine, source: &Source) {
             // test) may rely on requests after it meeting the new set.
             let policies = set.policies.len();
             shared.install(set);
+            release_compiler_memory();
             shared.metrics.reload(true);
             tracing::info!(policies, "policy set reloaded");
         }
@@ -232,13 +380,37 @@ fn reload(shared: &Shared, engine: &Engine, source: &Source) {
     }
 }
 
-async fn shutdown_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
+/// SIGTERM (the kubelet) or SIGINT (a terminal), listened for from the
+/// start.
+struct StopSignal {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignal {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignal {
+            terminate: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+        })
     }
-    Ok(())
+
+    async fn received(mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+    }
+}
+
+/// Gives back to the system what compiling the policies took: Cranelift's
+/// working memory stays in glibc's arenas otherwise, and a server that
+/// compiled at start (an empty cache) ran at 160 MiB instead of 25.
+fn release_compiler_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }

@@ -1,23 +1,29 @@
 //! The HTTP side: the webhook endpoints on the TLS port, metrics and probes
 //! on the plain one. One handler serves every admission endpoint: it reads
 //! and checks the AdmissionReview, runs [`review_with`] (inline, or on the
-//! blocking pool when its budget is long), and answers, logs and counts the
-//! decision.
+//! blocking pool when its budget is long or a policy keeps missing its
+//! deadline), and answers, logs and counts the decision. Once the request
+//! is read, it is answered with a verdict whatever happens: what cannot be
+//! judged is decided by the failure policies of the policies it concerns.
 
-use super::admission_review::{self, AdmissionResponse};
-use super::duration;
-use super::metrics::{Metrics, Outcome};
-use crate::admission::{AdmissionRequest, Decision, Options, Phase, PolicyOutcome, review_with};
-use crate::config::{MAX_TIMEOUT, PolicySet};
+use super::Escaped;
+use super::admission_review::{self, AdmissionResponse, clip};
+use super::metrics::{Limit, Metrics, Outcome, Port};
+use crate::admission::{
+    AdmissionRequest, Decision, Options, Phase, PolicyOutcome, review_with, unjudged,
+};
+use crate::config::{MAX_TIMEOUT, PolicySet, duration};
+use crate::engine::EvalError;
 use arc_swap::ArcSwapOption;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use std::fmt::Write as _;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -26,21 +32,25 @@ use tokio::sync::Semaphore;
 /// A review that must end within this runs on the async worker that read
 /// the request. Handing it to the blocking pool cost more CPU than the
 /// policies themselves (207 against 154 µs of server CPU per pod in the
-/// load test); a policy that spins holds a worker only this long, as it
-/// would hold any thread. Longer budgets go to the blocking pool, so that a
-/// hung policy cannot keep the async workers from probes and other requests.
+/// load test). Probes and accept loops run elsewhere (see `connections`),
+/// so a worker held this long delays only other reviews; longer budgets,
+/// and every review while a policy keeps missing its deadline, go to the
+/// blocking pool.
 const INLINE_BUDGET: Duration = Duration::from_millis(100);
 
 /// What every request shares.
 pub struct Shared {
     /// `None` until the first policy set is loaded.
     pub set: ArcSwapOption<PolicySet>,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     pub dry_run: bool,
     pub max_request_size: usize,
     pub default_timeout: Duration,
-    /// Reviews in progress, bodies included: past the bound, requests
-    /// wait instead of each holding its body and an instance.
+    /// A request's body must arrive within this (and within its budget).
+    pub read_timeout: Duration,
+    /// Reviews in progress: past the bound, requests wait (within their
+    /// budget) instead of each holding an instance. Taken once the body
+    /// is in.
     pub reviews: Semaphore,
     /// Set on SIGTERM: `/readyz` fails so that no new traffic comes.
     pub draining: AtomicBool,
@@ -160,7 +170,12 @@ async fn admit(
         Some(_) => format!("{base}/unknown"),
     };
     let refuse = |status: StatusCode, message: String| {
-        tracing::warn!(endpoint = %name, status = status.as_u16(), %message, "refused a request");
+        tracing::warn!(
+            endpoint = %name,
+            status = status.as_u16(),
+            message = %Escaped(&message),
+            "refused a request"
+        );
         shared
             .metrics
             .request(&name, Outcome::Error, start.elapsed());
@@ -191,12 +206,13 @@ async fn admit(
             format!("the policy set has no policy {p:?}"),
         );
     }
-    let Ok(_permit) = shared.reviews.acquire().await else {
-        unreachable!("the semaphore is never closed")
-    };
-    let bytes = match axum::body::to_bytes(body, shared.max_request_size).await {
-        Ok(bytes) => bytes,
-        Err(e) if is_too_large(&e) => {
+    // The body is read before a review slot is taken, and by a deadline:
+    // a client that sends it slowly, or never, holds only its own request.
+    let read_by = deadline.min(start + shared.read_timeout);
+    let read = axum::body::to_bytes(body, shared.max_request_size);
+    let bytes = match tokio::time::timeout_at(read_by.into(), read).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) if is_too_large(&e) => {
             return refuse(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
@@ -205,10 +221,26 @@ async fn admit(
                 ),
             );
         }
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("reading the body: {e}")),
+        Ok(Err(e)) => return refuse(StatusCode::BAD_REQUEST, format!("reading the body: {e}")),
+        Err(_) => {
+            shared.metrics.limit(Port::Webhook, Limit::BodyTimeout);
+            let mut response = refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the body did not arrive within {:?}",
+                    read_by.saturating_duration_since(start)
+                ),
+            );
+            // HTTP/1.1 cannot carry another request after a body cut
+            // short; HTTP/2 resets the stream and ignores the header.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return response;
+        }
     };
     let request = match admission_review::parse(&bytes) {
-        Ok(request) => request,
+        Ok(request) => Arc::new(request),
         Err(message) => return refuse(StatusCode::BAD_REQUEST, message),
     };
     drop(bytes);
@@ -229,37 +261,14 @@ async fn admit(
         Endpoint::Validate if shared.dry_run => Phase::Both,
         Endpoint::Validate => Phase::Validate,
     };
-    // How long the policies may run, at most.
-    let longest = set
-        .longest_deadline()
-        .min(deadline.saturating_duration_since(Instant::now()));
-    let review = move || {
-        let options = Options {
-            phase,
-            policy: policy.as_deref(),
-            deadline: Some(deadline),
-        };
-        let decision = review_with(&set, &request, &options);
-        (request, decision)
+    let judge = Judge {
+        set,
+        request: request.clone(),
+        phase,
+        policy,
+        deadline,
     };
-    let judged = if longest <= INLINE_BUDGET {
-        Ok(review())
-    } else {
-        tokio::task::spawn_blocking(review).await
-    };
-    let (request, decision) = match judged {
-        Ok(judged) => judged,
-        Err(e) => {
-            return refuse(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("the review failed: {e}"),
-            );
-        }
-    };
-    let decision = match decision {
-        Ok(decision) => decision,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("cannot review: {e}")),
-    };
+    let decision = judge.run(&shared).await;
     let uid = request.uid.clone();
     let response = match endpoint {
         Endpoint::Mutate => AdmissionResponse::mutation(uid, &decision),
@@ -277,6 +286,81 @@ async fn admit(
     json(response.to_json())
 }
 
+/// One review to run: everything it needs, owned, so that it can move to
+/// the blocking pool and its request still be answered if it panics there.
+struct Judge {
+    set: Arc<PolicySet>,
+    request: Arc<AdmissionRequest>,
+    phase: Phase,
+    policy: Option<String>,
+    deadline: Instant,
+}
+
+impl Judge {
+    fn options(&self) -> Options<'_> {
+        Options {
+            phase: self.phase,
+            policy: self.policy.as_deref(),
+            deadline: Some(self.deadline),
+        }
+    }
+
+    /// The decision, always: when the review cannot be completed (no slot
+    /// in time, an object the host cannot read, a panic), every matching
+    /// policy's failure policy answers, never the registration's.
+    async fn run(self, shared: &Shared) -> Decision {
+        let Ok(Ok(_slot)) =
+            tokio::time::timeout_at(self.deadline.into(), shared.reviews.acquire()).await
+        else {
+            return unjudged(
+                &self.set,
+                &self.request,
+                &self.options(),
+                EvalError::Overloaded,
+            );
+        };
+        // How long the policies may run, at most.
+        let longest = self
+            .set
+            .longest_deadline()
+            .min(self.deadline.saturating_duration_since(Instant::now()));
+        let judge = Arc::new(self);
+        let review = {
+            let judge = judge.clone();
+            move || {
+                std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    review_with(&judge.set, &judge.request, &judge.options())
+                }))
+                .map_err(|panic| super::panic_message(&*panic))
+            }
+        };
+        // Short reviews run here: the blocking pool's handoff costs more
+        // than the policies. While some policy keeps missing its deadline,
+        // every review goes to the pool, so that the looping one holds a
+        // thread of its own and not a worker that other reviews wait for.
+        let judged = if longest <= INLINE_BUDGET && !judge.set.any_circuit_open() {
+            review()
+        } else {
+            tokio::task::spawn_blocking(review)
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()))
+        };
+        let error = match judged {
+            Ok(Ok(decision)) => return decision,
+            Ok(Err(e)) => EvalError::Unreadable(e.to_string()),
+            Err(panic) => {
+                tracing::error!(
+                    uid = %Escaped(&judge.request.uid),
+                    panic = %Escaped(&panic),
+                    "a review panicked; its policies' failure policies answer"
+                );
+                EvalError::Internal(panic)
+            }
+        };
+        unjudged(&judge.set, &judge.request, &judge.options(), error)
+    }
+}
+
 fn json(body: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
@@ -292,6 +376,11 @@ fn is_too_large(error: &axum::Error) -> bool {
     false
 }
 
+/// Violations written per policy in an audit event, and their length: a
+/// pod with thousands of containers must not write megabytes of log.
+const MAX_LOGGED_VIOLATIONS: usize = 20;
+const MAX_LOGGED_VIOLATION_BYTES: usize = 512;
+
 /// One event per decision: who asked what, which policies ran, what each
 /// said and how long it took. Never the object: it may hold secrets.
 fn audit(
@@ -306,7 +395,17 @@ fn audit(
         let verdict = match &r.outcome {
             PolicyOutcome::Allowed { .. } => "allowed".to_string(),
             PolicyOutcome::Denied { violations, .. } => {
-                format!("violated ({})", violations.join("; "))
+                let listed: Vec<String> = violations
+                    .iter()
+                    .take(MAX_LOGGED_VIOLATIONS)
+                    .map(|v| clip(v, MAX_LOGGED_VIOLATION_BYTES).into_owned())
+                    .collect();
+                let more = violations.len().saturating_sub(MAX_LOGGED_VIOLATIONS);
+                if more > 0 {
+                    format!("violated ({}; ... and {more} more)", listed.join("; "))
+                } else {
+                    format!("violated ({})", listed.join("; "))
+                }
             }
             PolicyOutcome::Failed(e) => format!("failed ({e})"),
         };
@@ -320,20 +419,21 @@ fn audit(
             r.duration.as_micros()
         );
     }
+    let text = |s: Option<&str>| Escaped(s.unwrap_or_default()).to_string();
     tracing::info!(
         target: "agyn_admission::audit",
         endpoint,
-        uid = %request.uid,
+        uid = %Escaped(&request.uid),
         operation = ?request.operation,
-        kind = %request.kind.kind,
-        namespace = request.namespace.as_deref().unwrap_or_default(),
-        name = request.name.as_deref().unwrap_or_default(),
-        user = request.user_info.username.as_deref().unwrap_or_default(),
+        kind = %Escaped(&request.kind.kind),
+        namespace = text(request.namespace.as_deref()),
+        name = text(request.name.as_deref()),
+        user = text(request.user_info.username.as_deref()),
         dry_run_request = request.dry_run,
         allowed = response.allowed,
         patched = response.patch.is_some(),
-        skipped = decision.skipped.as_deref().unwrap_or_default(),
-        verdicts = %verdicts,
+        skipped = text(decision.skipped.as_deref()),
+        verdicts = %Escaped(&verdicts),
         took_us = took.as_micros() as u64,
         "decision"
     );
