@@ -296,6 +296,11 @@ async fn a_connection_flood_is_capped_and_the_probes_stay_reachable() {
         metrics.contains(r#"agyn_admission_connections{port="webhook"} 50"#),
         "{metrics}"
     );
+    let logged = server.logs().iter().any(|e| {
+        e["message"] == "a client ran into a limit: its connection or request was closed"
+            && e["limit"] == "max_connections"
+    });
+    assert!(logged, "the limit is logged");
     // The flood times out on its own, and reviews are served again.
     for stream in &mut flood {
         closed_by_server(stream, READ_TIMEOUT + SLACK).await;

@@ -75,7 +75,6 @@ pub async fn serve(
         limits,
     } = listener;
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let full = Throttle::default();
     let failing = Throttle::default();
     loop {
         let accepted = tokio::select! {
@@ -97,13 +96,6 @@ pub async fn serve(
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             metrics.limit(port, Limit::MaxConnections);
-            if full.ready() {
-                tracing::warn!(
-                    %port,
-                    max = limits.max_connections,
-                    "connection limit reached: closing new connections until some end"
-                );
-            }
             continue;
         };
         // Admission answers are one small write each: with Nagle's
@@ -297,7 +289,7 @@ impl Drop for Busy {
     }
 }
 
-/// At most one log line a second for an event that a flood repeats.
+/// At most one log line a second for an error that repeats.
 #[derive(Default)]
 struct Throttle {
     last: AtomicU64,

@@ -8,7 +8,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Outcome {
@@ -134,7 +135,15 @@ pub struct Metrics {
     reloads: Family<ReloadLabels, Counter>,
     connections: Family<PortLabels, Gauge>,
     limits: Family<LimitLabels, Counter>,
+    /// When each port's each limit was last logged, in seconds since
+    /// `started` (0: never).
+    limit_logged: [[AtomicU64; LIMITS]; 2],
+    started: Instant,
 }
+
+/// How often a limit being hit is logged, at most, per port and limit.
+const LIMIT_LOG_PERIOD: Duration = Duration::from_secs(10);
+const LIMITS: usize = 5;
 
 /// An open connection, counted until dropped.
 pub struct OpenConnection {
@@ -208,6 +217,8 @@ impl Metrics {
             reloads,
             connections,
             limits,
+            limit_logged: Default::default(),
+            started: Instant::now(),
         }
     }
 
@@ -220,13 +231,33 @@ impl Metrics {
         OpenConnection { gauge }
     }
 
+    /// Counts a limit hit, and logs it at most once per
+    /// [`LIMIT_LOG_PERIOD`] for each port and limit: a flood must not
+    /// become a flood of log lines.
     pub fn limit(&self, port: Port, limit: Limit) {
-        self.limits
+        let total = self
+            .limits
             .get_or_create(&LimitLabels {
                 port: port.name(),
                 limit: limit.name(),
             })
-            .inc();
+            .inc()
+            + 1;
+        let now = self.started.elapsed().as_secs();
+        let last = &self.limit_logged[port as usize][limit as usize];
+        let previous = last.load(Ordering::Relaxed);
+        if (previous == 0 || now >= previous + LIMIT_LOG_PERIOD.as_secs())
+            && last
+                .compare_exchange(previous, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                port = port.name(),
+                limit = limit.name(),
+                total,
+                "a client ran into a limit: its connection or request was closed"
+            );
+        }
     }
 
     pub fn request(&self, endpoint: &str, outcome: Outcome, took: Duration) {
