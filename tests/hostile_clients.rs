@@ -236,11 +236,10 @@ async fn headers_dribbled_a_byte_at_a_time_are_cut_off() {
             .unwrap();
         assert!(held < IDLE_TIMEOUT + SLACK, "held for {held:?}");
     }
-    // hyper's header timer and the idle one run out together: either
-    // may be the one that closed a dribbler.
+    // Until its headers are in, a request is not in progress: the idle
+    // clock closes the dribbler.
     let metrics = server.metrics_text().await;
-    let cut = limit_count(&metrics, "header_timeout") + limit_count(&metrics, "idle_timeout");
-    assert!(cut >= 50, "{metrics}");
+    assert!(limit_count(&metrics, "idle_timeout") >= 50, "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

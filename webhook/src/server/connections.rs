@@ -15,7 +15,7 @@ use axum::body::Body;
 use axum::http::{Request, Response, StatusCode};
 use futures_util::FutureExt;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
@@ -37,9 +37,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// A TLS handshake must end within this.
     pub handshake_timeout: Duration,
-    /// A connection with no request in progress is closed after this, and
-    /// an HTTP/1.1 request's headers must arrive within it (hyper's
-    /// header timer also runs while a keep-alive connection waits).
+    /// A connection with no request in progress is closed after this: an
+    /// idle one, and one whose request's headers do not arrive.
     pub idle_timeout: Duration,
     /// HTTP/2 streams open at once on one connection.
     pub max_streams: u32,
@@ -51,7 +50,8 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// A bound socket and how to serve it.
 pub struct Listener {
-    pub tcp: TcpListener,
+    /// Non-blocking; registered with the runtime that accepts on it.
+    pub tcp: std::net::TcpListener,
     /// `None`: plain HTTP/1.1 (the metrics and probes port).
     pub tls: Option<TlsAcceptor>,
     pub port: Port,
@@ -69,11 +69,21 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let Listener {
-        tcp: listener,
+        tcp,
         tls,
         port,
         limits,
     } = listener;
+    // Registered here, with the accepting runtime's I/O driver: readiness
+    // on this socket is then delivered even while every worker of the
+    // webhook's runtime is busy with a policy.
+    let listener = match TcpListener::from_std(tcp) {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!(%port, error = %e, "cannot listen");
+            return;
+        }
+    };
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let failing = Throttle::default();
     loop {
@@ -81,8 +91,10 @@ pub async fn serve(
             accepted = listener.accept() => accepted,
             _ = shutdown.wait_for(|stop| *stop) => break,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        // The connection is served on `workers`, and its socket moves to
+        // their I/O driver with it.
+        let stream = match accepted.and_then(|(stream, _)| stream.into_std()) {
+            Ok(stream) => stream,
             Err(e) => {
                 // Out of file descriptors, most likely: the connections
                 // limit is meant to keep this from happening. Back off
@@ -111,7 +123,10 @@ pub async fn serve(
         let (tls, router) = (tls.clone(), router.clone());
         workers.spawn(async move {
             let _slot = slot;
-            connection.run(stream, tls, router).await;
+            match TcpStream::from_std(stream) {
+                Ok(stream) => connection.run(stream, tls, router).await,
+                Err(e) => tracing::debug!(%port, error = %e, "cannot register a connection"),
+            }
         });
     }
     // Every slot back means every connection has ended.
@@ -147,14 +162,13 @@ impl Connection {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        // No hyper header timer: resetting it for every request put the
+        // p99 of a pod review under load at 14 ms instead of 9 (the load
+        // test). The idle clock below bounds headers as well: until they
+        // are in, no request is in progress.
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.limits.idle_timeout);
-        builder
             .http2()
-            .timer(TokioTimer::new())
             .max_concurrent_streams(self.limits.max_streams);
         let builder = if h2 {
             builder.http2_only()
@@ -181,13 +195,19 @@ impl Connection {
             let idle = activity.idle(self.limits.idle_timeout);
             tokio::select! {
                 ended = connection.as_mut() => {
-                    if let Err(e) = ended {
-                        self.ended_with(&*e);
+                    if let Err(error) = ended {
+                        tracing::debug!(port = %self.port, %error, "connection ended with an error");
                     }
                     return;
                 }
                 () = idle, if closing.is_none() => {
                     self.metrics.limit(self.port, Limit::IdleTimeout);
+                    // HTTP/1.1 has no request in progress to finish (at most
+                    // headers that never ended); HTTP/2 says GOAWAY, so the
+                    // API server moves to a new connection cleanly.
+                    if !h2 {
+                        return;
+                    }
                     connection.as_mut().graceful_shutdown();
                     closing = Some(Instant::now() + CLOSE_GRACE);
                 }
@@ -197,16 +217,6 @@ impl Connection {
                 }
                 () = sleep_until(closing), if closing.is_some() => return,
             }
-        }
-    }
-
-    fn ended_with(&self, error: &(dyn std::error::Error + 'static)) {
-        if let Some(e) = error.downcast_ref::<hyper::Error>()
-            && e.is_timeout()
-        {
-            self.metrics.limit(self.port, Limit::HeaderTimeout);
-        } else {
-            tracing::debug!(port = %self.port, %error, "connection ended with an error");
         }
     }
 }

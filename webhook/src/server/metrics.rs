@@ -81,11 +81,10 @@ pub enum Limit {
     MaxConnections,
     /// The TLS handshake did not end in time.
     HandshakeTimeout,
-    /// An HTTP/1.1 request's headers did not arrive in time.
-    HeaderTimeout,
     /// A request's body did not arrive in time.
     BodyTimeout,
-    /// No request for the idle timeout: the connection was closed.
+    /// No request in progress for the idle timeout (an idle connection,
+    /// or headers that never ended): the connection was closed.
     IdleTimeout,
 }
 
@@ -94,7 +93,6 @@ impl Limit {
         match self {
             Limit::MaxConnections => "max_connections",
             Limit::HandshakeTimeout => "handshake_timeout",
-            Limit::HeaderTimeout => "header_timeout",
             Limit::BodyTimeout => "body_timeout",
             Limit::IdleTimeout => "idle_timeout",
         }
@@ -143,7 +141,7 @@ pub struct Metrics {
 
 /// How often a limit being hit is logged, at most, per port and limit.
 const LIMIT_LOG_PERIOD: Duration = Duration::from_secs(10);
-const LIMITS: usize = 5;
+const LIMITS: usize = 4;
 
 /// An open connection, counted until dropped.
 pub struct OpenConnection {
@@ -204,7 +202,7 @@ impl Metrics {
         );
         registry.register(
             "connection_limits",
-            "Connections and requests closed by a limit, by port and limit (max_connections, handshake_timeout, header_timeout, body_timeout, idle_timeout)",
+            "Connections and requests closed by a limit, by port and limit (max_connections, handshake_timeout, body_timeout, idle_timeout)",
             limits.clone(),
         );
         Metrics {

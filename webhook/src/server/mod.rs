@@ -182,12 +182,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let max_connections = connection_budget(args.max_connections as usize);
 
     // Listen first, so that probes answer while the policies compile.
-    let webhook = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
-    let metrics_port = tokio::net::TcpListener::bind(args.metrics_listen)
-        .await
-        .with_context(|| format!("listening on {}", args.metrics_listen))?;
+    let listen = |address: SocketAddr| -> anyhow::Result<std::net::TcpListener> {
+        let listener = std::net::TcpListener::bind(address)
+            .with_context(|| format!("listening on {address}"))?;
+        listener.set_nonblocking(true)?;
+        Ok(listener)
+    };
+    let webhook = listen(args.listen)?;
+    let metrics_port = listen(args.metrics_listen)?;
     tracing::info!(
         webhook = %webhook.local_addr()?,
         metrics = %metrics_port.local_addr()?,
