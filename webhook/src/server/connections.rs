@@ -129,6 +129,8 @@ pub async fn serve(
             }
         });
     }
+    // Refuse new connections outright rather than leave them queued.
+    drop(listener);
     // Every slot back means every connection has ended.
     let _ = slots.acquire_many(limits.max_connections as u32).await;
 }
