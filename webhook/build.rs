@@ -89,6 +89,11 @@ fn main() {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
 
+    // `cargo +nightly fuzz` runs this script under a nightly whose wasm
+    // targets may not be installable: AGYN_POLICY_TOOLCHAIN then names the
+    // toolchain that builds the policies (fuzz/README.md).
+    println!("cargo:rerun-if-env-changed=AGYN_POLICY_TOOLCHAIN");
+    let toolchain = env::var("AGYN_POLICY_TOOLCHAIN").ok();
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let target_dir = env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -96,13 +101,26 @@ fn main() {
         .join("policy-wasm");
 
     for build_spec in BUILDS {
-        ensure_target(root, build_spec.target);
-        build(&cargo, root, &target_dir, build_spec);
+        ensure_target(root, build_spec.target, toolchain.as_deref());
+        build(&cargo, root, &target_dir, build_spec, toolchain.as_deref());
     }
 }
 
-fn build(cargo: &OsStr, root: &Path, target_dir: &Path, spec: &Build) {
-    let mut command = Command::new(cargo);
+/// `tool` (cargo, rustc) of the toolchain running this script, or of
+/// `toolchain` through rustup.
+fn tool(path: &OsStr, name: &str, toolchain: Option<&str>) -> Command {
+    match toolchain {
+        None => Command::new(path),
+        Some(toolchain) => {
+            let mut command = Command::new("rustup");
+            command.args(["run", toolchain, name]);
+            command
+        }
+    }
+}
+
+fn build(cargo: &OsStr, root: &Path, target_dir: &Path, spec: &Build, toolchain: Option<&str>) {
+    let mut command = tool(cargo, "cargo", toolchain);
     command
         .current_dir(root)
         .args(["build", "--profile", PROFILE, "--target", spec.target])
@@ -194,9 +212,9 @@ fn scrub_environment(command: &mut Command) {
 
 /// Adds the target's standard library when it is missing: machines here do
 /// not install a toolchain's targets by themselves.
-fn ensure_target(root: &Path, target: &str) {
+fn ensure_target(root: &Path, target: &str, toolchain: Option<&str>) {
     let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    let libdir = Command::new(&rustc)
+    let libdir = tool(&rustc, "rustc", toolchain)
         .args(["--print", "target-libdir", "--target", target])
         .output()
         .ok()
@@ -205,10 +223,12 @@ fn ensure_target(root: &Path, target: &str) {
     if libdir.is_some_and(|dir| dir.exists()) {
         return;
     }
-    let status = Command::new("rustup")
-        .current_dir(root)
-        .args(["target", "add", target])
-        .status();
+    let mut add = Command::new("rustup");
+    add.current_dir(root).args(["target", "add", target]);
+    if let Some(toolchain) = toolchain {
+        add.args(["--toolchain", toolchain]);
+    }
+    let status = add.status();
     assert!(
         status.is_ok_and(|s| s.success()),
         "the {target} target is missing and `rustup target add {target}` failed"
