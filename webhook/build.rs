@@ -113,7 +113,11 @@ fn tool(path: &OsStr, name: &str, toolchain: Option<&str>) -> Command {
         None => Command::new(path),
         Some(toolchain) => {
             let mut command = Command::new("rustup");
-            command.args(["run", toolchain, name]);
+            // The outer cargo's RUSTC is the other toolchain's compiler.
+            command
+                .args(["run", toolchain, name])
+                .env_remove("RUSTC")
+                .env_remove("RUSTDOC");
             command
         }
     }
