@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 fn hostile() -> PolicyComponent {
     let bytes = std::fs::read(common::HOSTILE_WASM).unwrap();
     common::engine()
-        .load(&bytes, None)
+        .load(&bytes, None, Limits::default())
         .expect("the hostile component loads")
 }
 
@@ -23,6 +23,7 @@ fn call(component: &PolicyComponent, policy: &str, limits: Limits) -> Result<(),
         .evaluate(
             "{}",
             r#"{"kind":"Pod","metadata":{"name":"p"}}"#,
+            None,
             &calls,
             limits,
         )
@@ -73,6 +74,68 @@ fn a_trap_is_reported_with_its_cause() {
 }
 
 #[test]
+fn a_panic_is_reported_with_its_message_not_wasm_frames() {
+    let component = hostile();
+    assert_eq!(
+        call(&component, "panic", LIMITS),
+        Err(EvalError::Trap(
+            "panicked at src/lib.rs:1:1:\nno pods today".into()
+        ))
+    );
+    // The message belonged to that call only.
+    match call(&component, "trap", LIMITS) {
+        Err(EvalError::Trap(message)) => assert!(!message.contains("no pods"), "{message}"),
+        other => panic!("expected a trap, got {other:?}"),
+    }
+}
+
+/// A component built for the first world (`agyn:policy@0.1.0`, committed as
+/// built then) loads as a pod policy and judges pods and templates.
+#[test]
+fn a_component_of_the_first_world_still_loads_and_judges_pods() {
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/run-as-non-root-0.1.0.wasm"
+    );
+    let bytes = std::fs::read(fixture).unwrap();
+    let component = common::engine()
+        .load(&bytes, None, Limits::default())
+        .expect("a 0.1.0 component loads");
+    assert_eq!(component.world(), "agyn:policy@0.1.0");
+    assert_eq!(component.policies(), ["run-as-non-root"]);
+    let rules = &component.metadata("run-as-non-root").unwrap().rules;
+    assert_eq!(rules[0].resources, ["pods"]);
+
+    let engine = common::engine();
+    let set = common::load_set(
+        &engine,
+        &format!(
+            "apiVersion: agyn.io/v1alpha1\nkind: PolicySet\npolicies:\n  - name: run-as-non-root\n    module: {fixture}\n    mutate: true\n"
+        ),
+    )
+    .unwrap();
+    let root = common::yaml(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: app, image: nginx:1.27, securityContext: {runAsUser: 0}}]\n",
+    );
+    let denied = agyn_admission::admission::review(&set, &common::create("agyn", root)).unwrap();
+    assert!(!denied.allowed());
+    let bare = common::yaml(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n  template:\n    spec:\n      containers: [{name: app, image: nginx:1.27}]\n",
+    );
+    let fixed = agyn_admission::admission::review(&set, &common::create("agyn", bare)).unwrap();
+    assert!(fixed.allowed(), "{fixed:?}");
+    assert!(
+        fixed
+            .patch
+            .0
+            .iter()
+            .any(|op| op.path().to_string().starts_with("/spec/template/spec/securityContext")),
+        "{:?}",
+        fixed.patch
+    );
+}
+
+#[test]
 fn a_verdict_count_that_does_not_match_the_calls_is_malformed() {
     assert_eq!(
         call(&hostile(), "wrong-count", LIMITS),
@@ -112,10 +175,14 @@ fn hostile_calls_in_parallel_do_not_disturb_each_other() {
 fn a_pinned_sha256_refuses_any_other_module() {
     let bytes = std::fs::read(common::HOSTILE_WASM).unwrap();
     let engine = common::engine();
-    let good = engine.load(&bytes, None).unwrap().sha256().to_string();
-    assert!(engine.load(&bytes, Some(&good)).is_ok());
+    let good = engine
+        .load(&bytes, None, Limits::default())
+        .unwrap()
+        .sha256()
+        .to_string();
+    assert!(engine.load(&bytes, Some(&good), Limits::default()).is_ok());
     let wrong = "0".repeat(64);
-    match engine.load(&bytes, Some(&wrong)) {
+    match engine.load(&bytes, Some(&wrong), Limits::default()) {
         Err(LoadError::Sha256Mismatch { expected, actual }) => {
             assert_eq!((expected, actual), (wrong, good));
         }
@@ -124,14 +191,30 @@ fn a_pinned_sha256_refuses_any_other_module() {
 }
 
 #[test]
-fn bytes_that_are_not_a_component_are_a_load_error() {
+fn bytes_that_are_not_a_component_are_a_load_error_that_says_what_to_do() {
     let engine = common::engine();
-    for garbage in [&b"\0asm\x01\0\0\0"[..], b"not wasm at all", b""] {
-        assert!(matches!(
-            engine.load(garbage, None),
-            Err(LoadError::Compile(_))
-        ));
-    }
+    let error = |bytes: &[u8]| {
+        engine
+            .load(bytes, None, Limits::default())
+            .expect_err("not a component")
+            .to_string()
+    };
+    // A core module: what `cargo build --target wasm32-unknown-unknown` makes.
+    assert_eq!(
+        error(b"\0asm\x01\0\0\0"),
+        "a core WebAssembly module, not a component: build it for wasm32-wasip2, or with `agyn-admission policy build`"
+    );
+    // A policy set or manifest given as the module: no byte dump.
+    assert_eq!(
+        error(b"apiVersion: agyn.io/v1alpha1\nkind: PolicySet\n"),
+        r#"not a WebAssembly file (it starts with "apiVersion: agyn")"#
+    );
+    assert_eq!(error(b""), "not a WebAssembly file");
+    // A component header with nothing valid after it.
+    assert!(matches!(
+        engine.load(b"\0asm\x0d\0\x01\0\xff", None, Limits::default()),
+        Err(LoadError::Compile(_))
+    ));
 }
 
 /// The compiled-module cache holds native code: a tampered, foreign or

@@ -453,6 +453,7 @@ fn a_padded_privileged_pod_is_denied_even_when_failures_are_ignored() {
     let together = set.components[0].evaluate(
         r#"{"uid":"u","kind":{"group":"","version":"v1","kind":"Pod"},"namespace":"agyn","operation":"CREATE","userInfo":{},"dryRun":false}"#,
         &pod.to_string(),
+        None,
         &calls,
         Limits {
             deadline: Duration::from_secs(10),

@@ -79,6 +79,9 @@ const BUILDS: &[Build] = &[
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest_dir.parent().unwrap();
+    // Relative to this crate, not absolute: Cargo gives another clone of the
+    // workspace sharing a target directory the same build script run, and
+    // absolute paths would leave it watching that clone's files.
     for watched in [
         "policy-sdk",
         "policies",
@@ -86,7 +89,7 @@ fn main() {
         "Cargo.lock",
         "Cargo.toml",
     ] {
-        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+        println!("cargo:rerun-if-changed=../{watched}");
     }
 
     // `cargo +nightly fuzz` runs this script under a nightly whose wasm

@@ -1,5 +1,6 @@
 use k8s_openapi::api::core::v1::{
-    Capabilities, ContainerPort, Pod, PodSecurityContext, SeccompProfile, SecurityContext,
+    Capabilities, Container, ContainerPort, EnvVar, EphemeralContainer, Pod, PodSecurityContext,
+    ResourceRequirements, SeccompProfile, SecurityContext,
 };
 use std::fmt;
 
@@ -38,9 +39,14 @@ pub struct ContainerRef<'a> {
     /// The position in its list (`spec.containers[index]`).
     pub index: usize,
     pub name: &'a str,
+    /// The image, `""` when unset.
+    pub image: &'a str,
+    pub ports: &'a [ContainerPort],
+    pub env: &'a [EnvVar],
+    /// Requests and limits (an ephemeral container may not set them).
+    pub resources: Option<&'a ResourceRequirements>,
     /// The container's own security context, without the pod's.
     pub security_context: Option<&'a SecurityContext>,
-    pub ports: &'a [ContainerPort],
     pod_security_context: Option<&'a PodSecurityContext>,
 }
 
@@ -48,15 +54,18 @@ impl<'a> ContainerRef<'a> {
     fn new(
         kind: ContainerKind,
         index: usize,
-        (name, security_context, ports): ContainerFields<'a>,
+        c: Fields<'a>,
         pod_security_context: Option<&'a PodSecurityContext>,
     ) -> Self {
         ContainerRef {
             kind,
             index,
-            name,
-            security_context: security_context.as_ref(),
-            ports: ports.as_deref().unwrap_or_default(),
+            name: c.name,
+            image: c.image.as_deref().unwrap_or_default(),
+            ports: c.ports.as_deref().unwrap_or_default(),
+            env: c.env.as_deref().unwrap_or_default(),
+            resources: c.resources.as_ref(),
+            security_context: c.security_context.as_ref(),
             pod_security_context,
         }
     }
@@ -118,59 +127,63 @@ pub struct EffectiveSecurityContext<'a> {
     pub allow_privilege_escalation: Option<bool>,
 }
 
-/// The fields that containers and ephemeral containers (distinct types) share.
-type ContainerFields<'a> = (
-    &'a String,
-    &'a Option<SecurityContext>,
-    &'a Option<Vec<ContainerPort>>,
-);
+/// The fields that containers and ephemeral containers (distinct types)
+/// share, borrowed.
+struct Fields<'a> {
+    name: &'a str,
+    image: &'a Option<String>,
+    ports: &'a Option<Vec<ContainerPort>>,
+    env: &'a Option<Vec<EnvVar>>,
+    resources: &'a Option<ResourceRequirements>,
+    security_context: &'a Option<SecurityContext>,
+}
 
-/// Every container of the pod: containers, then init containers, then
-/// ephemeral containers.
+macro_rules! fields {
+    ($c:expr) => {
+        Fields {
+            name: &$c.name,
+            image: &$c.image,
+            ports: &$c.ports,
+            env: &$c.env,
+            resources: &$c.resources,
+            security_context: &$c.security_context,
+        }
+    };
+}
+
+/// Every container of the pod, in the order Kubernetes visits them (as
+/// Pod Security Admission reports them): init containers, then containers,
+/// then ephemeral containers.
 pub fn containers(pod: &Pod) -> impl Iterator<Item = ContainerRef<'_>> {
     pod.spec.iter().flat_map(|s| {
         let psc = s.security_context.as_ref();
         let view = move |kind, index, c| ContainerRef::new(kind, index, c, psc);
-        let regular = s.containers.iter().enumerate().map(move |(i, c)| {
-            view(
-                ContainerKind::Container,
-                i,
-                (&c.name, &c.security_context, &c.ports),
-            )
-        });
-        let init = s
-            .init_containers
+        let regular = s
+            .containers
             .iter()
-            .flatten()
             .enumerate()
-            .map(move |(i, c)| {
-                view(
-                    ContainerKind::InitContainer,
-                    i,
-                    (&c.name, &c.security_context, &c.ports),
-                )
-            });
-        let ephemeral = s
-            .ephemeral_containers
-            .iter()
-            .flatten()
-            .enumerate()
-            .map(move |(i, c)| {
-                view(
-                    ContainerKind::EphemeralContainer,
-                    i,
-                    (&c.name, &c.security_context, &c.ports),
-                )
-            });
-        regular.chain(init).chain(ephemeral)
+            .map(move |(i, c): (usize, &Container)| view(ContainerKind::Container, i, fields!(c)));
+        let init = s.init_containers.iter().flatten().enumerate().map(
+            move |(i, c): (usize, &Container)| view(ContainerKind::InitContainer, i, fields!(c)),
+        );
+        let ephemeral = s.ephemeral_containers.iter().flatten().enumerate().map(
+            move |(i, c): (usize, &EphemeralContainer)| {
+                view(ContainerKind::EphemeralContainer, i, fields!(c))
+            },
+        );
+        init.chain(regular).chain(ephemeral)
     })
 }
 
-/// A container whose security context a mutation may change.
+/// A container that a mutation may change: the fields containers and
+/// ephemeral containers share.
 pub struct ContainerMut<'a> {
     pub kind: ContainerKind,
     pub index: usize,
     pub name: &'a str,
+    pub image: &'a mut Option<String>,
+    pub env: &'a mut Option<Vec<EnvVar>>,
+    pub resources: &'a mut Option<ResourceRequirements>,
     security_context: &'a mut Option<SecurityContext>,
 }
 
@@ -188,6 +201,20 @@ impl ContainerMut<'_> {
     }
 }
 
+macro_rules! container_mut {
+    ($kind:expr, $index:expr, $c:expr) => {
+        ContainerMut {
+            kind: $kind,
+            index: $index,
+            name: &$c.name,
+            image: &mut $c.image,
+            env: &mut $c.env,
+            resources: &mut $c.resources,
+            security_context: &mut $c.security_context,
+        }
+    };
+}
+
 /// Every container of the pod, mutably, in the order of [`containers`].
 pub fn containers_mut(pod: &mut Pod) -> impl Iterator<Item = ContainerMut<'_>> {
     pod.spec.iter_mut().flat_map(|s| {
@@ -195,35 +222,20 @@ pub fn containers_mut(pod: &mut Pod) -> impl Iterator<Item = ContainerMut<'_>> {
             .containers
             .iter_mut()
             .enumerate()
-            .map(|(index, c)| ContainerMut {
-                kind: ContainerKind::Container,
-                index,
-                name: &c.name,
-                security_context: &mut c.security_context,
-            });
+            .map(|(i, c)| container_mut!(ContainerKind::Container, i, c));
         let init = s
             .init_containers
             .iter_mut()
             .flatten()
             .enumerate()
-            .map(|(index, c)| ContainerMut {
-                kind: ContainerKind::InitContainer,
-                index,
-                name: &c.name,
-                security_context: &mut c.security_context,
-            });
-        let ephemeral =
-            s.ephemeral_containers
-                .iter_mut()
-                .flatten()
-                .enumerate()
-                .map(|(index, c)| ContainerMut {
-                    kind: ContainerKind::EphemeralContainer,
-                    index,
-                    name: &c.name,
-                    security_context: &mut c.security_context,
-                });
-        regular.chain(init).chain(ephemeral)
+            .map(|(i, c)| container_mut!(ContainerKind::InitContainer, i, c));
+        let ephemeral = s
+            .ephemeral_containers
+            .iter_mut()
+            .flatten()
+            .enumerate()
+            .map(|(i, c)| container_mut!(ContainerKind::EphemeralContainer, i, c));
+        init.chain(regular).chain(ephemeral)
     })
 }
 
@@ -255,22 +267,33 @@ spec:
         let seen: Vec<_> = containers(&pod)
             .map(|c| {
                 let e = c.effective();
-                (c.to_string(), e.run_as_user, e.run_as_non_root)
+                (c.to_string(), c.image, e.run_as_user, e.run_as_non_root)
             })
             .collect();
         assert_eq!(
             seen,
             [
-                ("container \"app\"".to_string(), Some(1000), Some(true)),
-                ("init container \"init\"".to_string(), Some(0), Some(true)),
+                (
+                    "init container \"init\"".to_string(),
+                    "busybox",
+                    Some(0),
+                    Some(true)
+                ),
+                (
+                    "container \"app\"".to_string(),
+                    "nginx",
+                    Some(1000),
+                    Some(true)
+                ),
                 (
                     "ephemeral container \"debug\"".to_string(),
+                    "busybox",
                     Some(1000),
                     Some(false)
                 ),
             ]
         );
-        let init = containers(&pod).nth(1).unwrap();
+        let init = containers(&pod).next().unwrap();
         assert_eq!(
             init.field("securityContext.runAsUser"),
             "spec.initContainers[0].securityContext.runAsUser"

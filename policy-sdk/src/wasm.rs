@@ -17,12 +17,26 @@ pub trait Exports {
     const ENTRIES: &'static [Entry];
 }
 
+/// Makes a panic's message the policy's error: with `panic = "abort"` the
+/// instance traps right after the hook, and the host reports what the hook
+/// recorded instead of a bare `unreachable` trap.
+fn report_panics() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            agyn::policy::host::report_panic(&info.to_string());
+        }))
+    });
+}
+
 impl<T: Exports> Guest for T {
     fn policies() -> Vec<String> {
+        report_panics();
         T::ENTRIES.iter().map(|e| e.name.to_string()).collect()
     }
 
     fn validate_settings(policy: String, settings: String) -> Result<(), String> {
+        report_panics();
         T::ENTRIES
             .iter()
             .find(|e| e.name == policy)
@@ -30,7 +44,13 @@ impl<T: Exports> Guest for T {
             .validate_settings(&settings)
     }
 
-    fn evaluate(request: String, object: String, calls: Vec<Call>) -> Evaluation {
+    fn evaluate(
+        request: String,
+        object: String,
+        old_object: Option<String>,
+        calls: Vec<Call>,
+    ) -> Evaluation {
+        report_panics();
         let calls: Vec<crate::Call> = calls
             .into_iter()
             .map(|c| crate::Call {
@@ -39,7 +59,7 @@ impl<T: Exports> Guest for T {
                 mutate: c.mutate,
             })
             .collect();
-        let eval = crate::evaluate(T::ENTRIES, &request, &object, &calls);
+        let eval = crate::evaluate(T::ENTRIES, &request, &object, old_object.as_deref(), &calls);
         Evaluation {
             verdicts: eval
                 .verdicts

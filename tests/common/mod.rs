@@ -51,11 +51,13 @@ pub fn builtin(engine: &Engine) -> PolicySet {
 pub fn create(namespace: &str, object: Value) -> AdmissionRequest {
     let api_version = object["apiVersion"].as_str().unwrap();
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let kind = object["kind"].as_str().unwrap();
+    let resource = agyn_admission::admission::kinds::resource_of(group, version, kind).resource;
     serde_json::from_str(
         &json!({
         "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
-        "kind": {"group": group, "version": version, "kind": object["kind"]},
-        "resource": {"group": group, "version": version, "resource": "pods"},
+        "kind": {"group": group, "version": version, "kind": kind},
+        "resource": {"group": group, "version": version, "resource": resource},
         "namespace": namespace,
         "name": object["metadata"]["name"],
         "operation": "CREATE",

@@ -45,12 +45,14 @@ fn bench(c: &mut Criterion) {
     });
     let request = request_json.to_string();
     let engine = Engine::new(&EngineOptions::default()).unwrap();
-    let component = engine.load(BUILTIN_COMPONENT, None).unwrap();
+    let component = engine
+        .load(BUILTIN_COMPONENT, None, Limits::default())
+        .unwrap();
     let set = PolicySet::load(&Source::Builtin, &engine).unwrap();
     let all = calls(&set);
     let one = &all[..1];
     let single = std::fs::read(env!("AGYN_RUN_AS_NON_ROOT_WASM")).unwrap();
-    let single = engine.load(&single, None).unwrap();
+    let single = engine.load(&single, None, Limits::default()).unwrap();
     for (name, component) in [
         ("wasm: one policy, its own component", &single),
         ("wasm: one policy, in the bundle", &component),
@@ -58,7 +60,7 @@ fn bench(c: &mut Criterion) {
         c.bench_function(name, |b| {
             b.iter(|| {
                 component
-                    .evaluate(&request, black_box(&object), one, Limits::default())
+                    .evaluate(&request, black_box(&object), None, one, Limits::default())
                     .unwrap()
             })
         });
@@ -66,7 +68,7 @@ fn bench(c: &mut Criterion) {
     c.bench_function("wasm: built-in set, one call", |b| {
         b.iter(|| {
             component
-                .evaluate(&request, black_box(&object), &all, Limits::default())
+                .evaluate(&request, black_box(&object), None, &all, Limits::default())
                 .unwrap()
         })
     });
@@ -90,7 +92,9 @@ fn bench(c: &mut Criterion) {
         })
         .collect();
     c.bench_function("native: built-in set", |b| {
-        b.iter(|| agyn_policy_sdk::evaluate(NATIVE, &request, black_box(&object), &native_calls))
+        b.iter(|| {
+            agyn_policy_sdk::evaluate(NATIVE, &request, black_box(&object), None, &native_calls)
+        })
     });
 }
 

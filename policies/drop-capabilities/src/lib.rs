@@ -19,7 +19,7 @@
 //! `ALL` is rejected in both: it would allow every capability.
 
 use agyn_policy_sdk::k8s_openapi::api::core::v1::Pod;
-use agyn_policy_sdk::{Outcome, Policy, Request, containers, containers_mut, shown};
+use agyn_policy_sdk::{Outcome, Policy, Request, Severity, containers, containers_mut, shown};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -87,6 +87,12 @@ fn check_allow_list(field: &str, list: &[String]) -> Result<(), String> {
 
 impl Policy for DropCapabilities {
     const NAME: &'static str = "drop-capabilities";
+    const DESCRIPTION: &'static str = "Every container drops ALL capabilities and adds back only allowed ones; mutation adds the drop where unset.";
+    const CATEGORY: &'static str = "Agyn";
+    const SEVERITY: Severity = Severity::High;
+    const SETTINGS_SCHEMA: &'static str = r#"{"type":"object","additionalProperties":false,"properties":{"allowedCapabilities":{"type":"array","items":{"type":"string"}},"allowedCapabilitiesByNamespace":{"type":"object","additionalProperties":{"type":"array","items":{"type":"string"}}}}}"#;
+    const MUTATING: bool = true;
+    type Object = Pod;
     type Settings = DropCapabilitiesSettings;
 
     fn check_settings(settings: &Self::Settings) -> Result<(), String> {
@@ -162,7 +168,7 @@ mod tests {
     use agyn_policy_sdk::k8s_openapi::api::core::v1::Capabilities;
     use agyn_policy_sdk::testing::{Run, pod, request, run, settings};
 
-    fn check(namespace: &str, yaml: &str, settings_json: &str, mutate: bool) -> Run {
+    fn check(namespace: &str, yaml: &str, settings_json: &str, mutate: bool) -> Run<Pod> {
         run::<DropCapabilities>(
             &request(namespace),
             pod(yaml),
@@ -172,8 +178,8 @@ mod tests {
     }
 
     /// The capabilities of every container, in the order of `containers`.
-    fn capabilities(run: &Run) -> Vec<Option<Capabilities>> {
-        containers(&run.pod)
+    fn capabilities(run: &Run<Pod>) -> Vec<Option<Capabilities>> {
+        containers(&run.object)
             .map(|c| c.effective().capabilities.cloned())
             .collect()
     }
@@ -231,8 +237,8 @@ spec:
         assert_eq!(
             r.outcome.violations,
             [
-                r#"container "app": securityContext.capabilities.drop must be a list containing ALL (is unset)"#,
                 r#"init container "init": securityContext.capabilities.drop must be a list containing ALL (is ["NET_RAW"])"#,
+                r#"container "app": securityContext.capabilities.drop must be a list containing ALL (is unset)"#,
                 r#"ephemeral container "debug": securityContext.capabilities.drop must be a list containing ALL (is ["CAP_ALL"])"#,
             ]
         );
@@ -315,13 +321,13 @@ spec:
         assert_eq!(
             capabilities(&r),
             [
+                caps(&[], &["ALL"]),
                 caps(&["SYS_ADMIN"], &["NET_RAW", "ALL"]),
                 caps(&[], &["all"]),
                 caps(&[], &["ALL"]),
-                caps(&[], &["ALL"]),
             ]
         );
-        let init = containers(&r.pod).nth(2).unwrap().effective();
+        let init = containers(&r.object).next().unwrap().effective();
         assert_eq!(init.run_as_user, Some(1000), "other fields are kept");
         assert_eq!(
             r.outcome.violations,

@@ -40,7 +40,7 @@ pub mod version;
 mod visit;
 
 use agyn_policy_sdk::k8s_openapi::api::core::v1::{Pod, PodSpec};
-use agyn_policy_sdk::{Outcome, Policy, Request};
+use agyn_policy_sdk::{Outcome, Policy, Request, Severity};
 pub use registry::Level;
 use serde::Deserialize;
 pub use version::Version;
@@ -109,6 +109,12 @@ fn exempt(request: &Request, pod: &Pod, settings: &PodSecuritySettings) -> bool 
 
 impl Policy for PodSecurity {
     const NAME: &'static str = "pod-security";
+    const DESCRIPTION: &'static str = "The Kubernetes Pod Security Standards (baseline or restricted, at any version), with Pod Security Admission's verdicts and messages.";
+    const CATEGORY: &'static str = "Pod Security Standards";
+    const SEVERITY: Severity = Severity::High;
+    const SETTINGS_SCHEMA: &'static str = r#"{"type":"object","additionalProperties":false,"properties":{"level":{"enum":["baseline","restricted"],"default":"restricted"},"version":{"type":"string","pattern":"^(latest|v1\\.[0-9]+)$","default":"latest"},"exemptRuntimeClasses":{"type":"array","items":{"type":"string"}},"workloadTemplates":{"enum":["warn","deny"],"default":"warn"}}}"#;
+    const MUTATING: bool = true;
+    type Object = Pod;
     type Settings = PodSecuritySettings;
 
     fn check_settings(settings: &Self::Settings) -> Result<(), String> {

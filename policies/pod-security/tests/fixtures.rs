@@ -24,7 +24,7 @@ fn judge(case: &Case, e: &Expectation, mutate: bool) -> (Option<String>, Pod) {
     ));
     let result = run::<PodSecurity>(&request("pss-fixtures"), pod, &settings, mutate);
     assert!(result.outcome.violations.len() <= 1, "one message per pod");
-    (result.outcome.violations.into_iter().next(), result.pod)
+    (result.outcome.violations.into_iter().next(), result.object)
 }
 
 #[test]
@@ -160,7 +160,7 @@ fn exempt_runtime_classes_and_ignored_subresources_are_not_checked() {
         settings::<PodSecurity>(r#"{"level": "baseline", "exemptRuntimeClasses": ["kata"]}"#);
     let out = run::<PodSecurity>(&request("ns"), pod.clone(), &exempt, true);
     assert!(out.outcome.is_allowed());
-    assert_eq!(out.pod, pod, "nothing mutated either");
+    assert_eq!(out.object, pod, "nothing mutated either");
 
     let other =
         settings::<PodSecurity>(r#"{"level": "baseline", "exemptRuntimeClasses": ["gvisor"]}"#);
@@ -194,7 +194,7 @@ fn mutated(yaml: &str, level: &str) -> (Pod, agyn_policy_sdk::Outcome) {
         &settings,
         true,
     );
-    (r.pod, r.outcome)
+    (r.object, r.outcome)
 }
 
 #[test]

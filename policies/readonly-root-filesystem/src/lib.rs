@@ -11,7 +11,7 @@
 //!   writable root filesystem, of any kind. Mutation leaves them as they are.
 
 use agyn_policy_sdk::k8s_openapi::api::core::v1::Pod;
-use agyn_policy_sdk::{Outcome, Policy, Request, containers, containers_mut, shown};
+use agyn_policy_sdk::{Outcome, Policy, Request, Severity, containers, containers_mut, shown};
 use serde::Deserialize;
 
 pub struct ReadonlyRootFilesystem;
@@ -42,6 +42,13 @@ impl ReadonlyRootFilesystemSettings {
 
 impl Policy for ReadonlyRootFilesystem {
     const NAME: &'static str = "readonly-root-filesystem";
+    const DESCRIPTION: &'static str =
+        "Every container has a read-only root filesystem; mutation sets it where unset.";
+    const CATEGORY: &'static str = "Agyn";
+    const SEVERITY: Severity = Severity::Medium;
+    const SETTINGS_SCHEMA: &'static str = r#"{"type":"object","additionalProperties":false,"properties":{"exemptContainers":{"type":"array","items":{"type":"string"}}}}"#;
+    const MUTATING: bool = true;
+    type Object = Pod;
     type Settings = ReadonlyRootFilesystemSettings;
 
     fn validate(_: &Request, pod: &Pod, settings: &Self::Settings) -> Outcome {
@@ -84,7 +91,7 @@ mod tests {
     use agyn_policy_sdk::entry;
     use agyn_policy_sdk::testing::{Run, pod, request, run, settings};
 
-    fn check(yaml: &str, settings_json: &str, mutate: bool) -> Run {
+    fn check(yaml: &str, settings_json: &str, mutate: bool) -> Run<Pod> {
         run::<ReadonlyRootFilesystem>(
             &request("agyn-workloads"),
             pod(yaml),
@@ -94,8 +101,8 @@ mod tests {
     }
 
     /// readOnlyRootFilesystem of every container, in the order of `containers`.
-    fn read_only(run: &Run) -> Vec<Option<bool>> {
-        containers(&run.pod)
+    fn read_only(run: &Run<Pod>) -> Vec<Option<bool>> {
+        containers(&run.object)
             .map(|c| c.effective().read_only_root_filesystem)
             .collect()
     }
@@ -141,8 +148,8 @@ spec:
         assert_eq!(
             r.outcome.violations,
             [
-                r#"container "sidecar": securityContext.readOnlyRootFilesystem must be true (is unset)"#,
                 r#"init container "init": securityContext.readOnlyRootFilesystem must be true (is false)"#,
+                r#"container "sidecar": securityContext.readOnlyRootFilesystem must be true (is unset)"#,
                 r#"ephemeral container "debug": securityContext.readOnlyRootFilesystem must be true (is unset)"#,
             ]
         );
@@ -151,12 +158,12 @@ spec:
     #[test]
     fn mutation_sets_unset_values_and_keeps_explicit_false() {
         let r = check(MIXED, "{}", true);
-        // Order: containers, then init containers, then ephemeral containers.
+        // Order: init containers, then containers, then ephemeral containers.
         assert_eq!(
             read_only(&r),
-            [Some(true), Some(true), Some(false), Some(true)]
+            [Some(false), Some(true), Some(true), Some(true)]
         );
-        let sidecar = r.pod.spec.as_ref().unwrap().containers[1]
+        let sidecar = r.object.spec.as_ref().unwrap().containers[1]
             .security_context
             .clone()
             .unwrap();
@@ -194,7 +201,7 @@ spec:
         assert_eq!(mutated.outcome, Outcome::default());
         assert_eq!(
             read_only(&mutated),
-            [Some(true), Some(true), Some(false), None]
+            [Some(false), Some(true), Some(true), None]
         );
     }
 

@@ -19,7 +19,7 @@
 //! 65532 is the distroless `nonroot` user and group. Both must be positive.
 
 use agyn_policy_sdk::k8s_openapi::api::core::v1::Pod;
-use agyn_policy_sdk::{Outcome, Policy, Request, containers, shown};
+use agyn_policy_sdk::{Outcome, Policy, Request, Severity, containers, shown};
 use serde::Deserialize;
 
 pub struct RunAsNonRoot;
@@ -42,6 +42,12 @@ impl Default for RunAsNonRootSettings {
 
 impl Policy for RunAsNonRoot {
     const NAME: &'static str = "run-as-non-root";
+    const DESCRIPTION: &'static str = "Every container runs as a non-root user and group, with explicit UIDs and GIDs; mutation fills unset IDs at pod level.";
+    const CATEGORY: &'static str = "Agyn";
+    const SEVERITY: Severity = Severity::High;
+    const SETTINGS_SCHEMA: &'static str = r#"{"type":"object","additionalProperties":false,"properties":{"defaultUser":{"type":"integer","minimum":1,"default":65532},"defaultGroup":{"type":"integer","minimum":1,"default":65532}}}"#;
+    const MUTATING: bool = true;
+    type Object = Pod;
     type Settings = RunAsNonRootSettings;
 
     fn check_settings(settings: &Self::Settings) -> Result<(), String> {
@@ -130,7 +136,7 @@ mod tests {
     use agyn_policy_sdk::entry;
     use agyn_policy_sdk::testing::{Run, pod, request, run, settings};
 
-    fn check(yaml: &str, mutate: bool) -> Run {
+    fn check(yaml: &str, mutate: bool) -> Run<Pod> {
         run::<RunAsNonRoot>(
             &request("agyn-workloads"),
             pod(yaml),
@@ -248,7 +254,7 @@ spec:
             true,
         );
         assert_eq!(r.outcome, Outcome::default());
-        let spec = r.pod.spec.unwrap();
+        let spec = r.object.spec.unwrap();
         let psc = spec.security_context.unwrap();
         assert_eq!(
             (psc.run_as_non_root, psc.run_as_user, psc.run_as_group),
@@ -267,7 +273,7 @@ spec:
             true,
         );
         assert!(r.outcome.is_allowed(), "{:?}", r.outcome);
-        let psc = r.pod.spec.unwrap().security_context.unwrap();
+        let psc = r.object.spec.unwrap().security_context.unwrap();
         assert_eq!(
             (psc.run_as_user, psc.run_as_group),
             (Some(1001), Some(2002))
@@ -289,7 +295,7 @@ spec:
 "#,
             true,
         );
-        let spec = r.pod.spec.as_ref().unwrap();
+        let spec = r.object.spec.as_ref().unwrap();
         let psc = spec.security_context.as_ref().unwrap();
         // runAsUser is set at pod level: kept. The other two are unset for
         // no container: "app" and "ok" each set their own.
@@ -328,7 +334,7 @@ spec:
             true,
         );
         assert!(r.outcome.is_allowed(), "{:?}", r.outcome);
-        let psc = r.pod.spec.unwrap().security_context.unwrap();
+        let psc = r.object.spec.unwrap().security_context.unwrap();
         assert_eq!(
             (psc.run_as_non_root, psc.run_as_user, psc.run_as_group),
             (None, None, Some(65532))
@@ -344,7 +350,7 @@ spec:
   - name: app
     securityContext: {runAsNonRoot: true, runAsUser: 1000, runAsGroup: 1000}
 "#;
-        assert_eq!(check(yaml, true).pod, pod(yaml));
+        assert_eq!(check(yaml, true).object, pod(yaml));
     }
 
     #[test]

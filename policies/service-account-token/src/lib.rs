@@ -24,7 +24,7 @@
 //! - `optInValue` (default `"true"`): the value it must have.
 
 use agyn_policy_sdk::k8s_openapi::api::core::v1::{Pod, Volume, VolumeMount};
-use agyn_policy_sdk::{Outcome, Policy, Request, shown};
+use agyn_policy_sdk::{Outcome, Policy, Request, Severity, shown};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -82,6 +82,12 @@ fn is_injected(volume: &Volume) -> bool {
 
 impl Policy for ServiceAccountToken {
     const NAME: &'static str = "service-account-token";
+    const DESCRIPTION: &'static str = "Pods do not mount a ServiceAccount token unless they opt in by a label; mutation sets automountServiceAccountToken to false.";
+    const CATEGORY: &'static str = "Agyn";
+    const SEVERITY: Severity = Severity::Medium;
+    const SETTINGS_SCHEMA: &'static str = r#"{"type":"object","additionalProperties":false,"properties":{"optInKey":{"type":"string"},"optInValue":{"type":"string"}}}"#;
+    const MUTATING: bool = true;
+    type Object = Pod;
     type Settings = ServiceAccountTokenSettings;
 
     fn check_settings(settings: &Self::Settings) -> Result<(), String> {
@@ -175,7 +181,7 @@ mod tests {
     use agyn_policy_sdk::entry;
     use agyn_policy_sdk::testing::{Run, pod, request, run, settings};
 
-    fn check(yaml: &str, mutate: bool) -> Run {
+    fn check(yaml: &str, mutate: bool) -> Run<Pod> {
         run::<ServiceAccountToken>(
             &request("agyn-workloads"),
             pod(yaml),
@@ -187,16 +193,16 @@ mod tests {
     const UNLESS: &str =
         r#"without the opt-in label or annotation agyn.io/kube-api-access: "true""#;
 
-    fn automount(run: &Run) -> Option<bool> {
-        run.pod
+    fn automount(run: &Run<Pod>) -> Option<bool> {
+        run.object
             .spec
             .as_ref()
             .unwrap()
             .automount_service_account_token
     }
 
-    fn volume_names(run: &Run) -> Vec<&str> {
-        let volumes = run.pod.spec.as_ref().unwrap().volumes.iter().flatten();
+    fn volume_names(run: &Run<Pod>) -> Vec<&str> {
+        let volumes = run.object.spec.as_ref().unwrap().volumes.iter().flatten();
         volumes.map(|v| v.name.as_str()).collect()
     }
 
@@ -307,7 +313,11 @@ spec:
             let validated = check(&yaml, false);
             assert_eq!(validated.outcome, Outcome::default(), "{metadata}");
             let mutated = check(&yaml, true);
-            assert_eq!(mutated.pod, pod(&yaml), "mutation leaves {metadata} alone");
+            assert_eq!(
+                mutated.object,
+                pod(&yaml),
+                "mutation leaves {metadata} alone"
+            );
         }
     }
 
@@ -339,7 +349,7 @@ spec:
         assert_eq!(r.outcome, Outcome::default());
         assert_eq!(automount(&r), Some(false));
         assert_eq!(volume_names(&r), ["data"]);
-        let spec = r.pod.spec.as_ref().unwrap();
+        let spec = r.object.spec.as_ref().unwrap();
         let init = spec.init_containers.as_ref().unwrap();
         assert_eq!(init[0].volume_mounts, None);
         let app_mounts = spec.containers[0].volume_mounts.as_ref().unwrap();
@@ -355,7 +365,7 @@ spec:
         );
         assert_eq!(r.outcome, Outcome::default());
         assert_eq!(automount(&r), Some(false));
-        assert_eq!(r.pod.spec.unwrap().volumes, None);
+        assert_eq!(r.object.spec.unwrap().volumes, None);
     }
 
     #[test]
@@ -367,7 +377,7 @@ spec:
             "  serviceAccountName: default\n  automountServiceAccountToken: true\n",
         );
         let r = check(&yaml, true);
-        assert_eq!(r.pod, pod(&yaml));
+        assert_eq!(r.object, pod(&yaml));
         assert_eq!(
             r.outcome.violations,
             [
@@ -384,7 +394,7 @@ spec:
             "automountServiceAccountToken: false",
         );
         let r = check(&yaml, true);
-        assert_eq!(r.pod, pod(&yaml));
+        assert_eq!(r.object, pod(&yaml));
         assert_eq!(volume_names(&r), ["data", "kube-api-access-x7k2p"]);
         assert_eq!(r.outcome.violations.len(), 1);
     }

@@ -26,7 +26,7 @@
 
 use agyn_policy_sdk::k8s_openapi::api::core::v1::{Pod, PodSpec};
 use agyn_policy_sdk::k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use agyn_policy_sdk::{Outcome, Policy, Request, containers, selector_matches, shown};
+use agyn_policy_sdk::{Outcome, Policy, Request, Severity, containers, selector_matches, shown};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -87,6 +87,12 @@ fn describe(selector: &LabelSelector) -> String {
 
 impl Policy for WorkloadIsolation {
     const NAME: &'static str = "workload-isolation";
+    const DESCRIPTION: &'static str = "Agent pods run only in the workload namespace, with an allowed ServiceAccount; mutation sets the ServiceAccount where unset.";
+    const CATEGORY: &'static str = "Agyn";
+    const SEVERITY: Severity = Severity::Critical;
+    const SETTINGS_SCHEMA: &'static str = r#"{"type":"object","additionalProperties":false,"properties":{"agentSelector":{"type":"object"},"workloadNamespace":{"type":"string"},"allowedServiceAccounts":{"type":"array","items":{"type":"string"}}}}"#;
+    const MUTATING: bool = true;
+    type Object = Pod;
     type Settings = WorkloadIsolationSettings;
 
     fn check_settings(settings: &Self::Settings) -> Result<(), String> {
@@ -225,7 +231,7 @@ mod tests {
 
     const NS: &str = "agyn-workloads";
 
-    fn check(namespace: &str, yaml: &str, mutate: bool) -> Run {
+    fn check(namespace: &str, yaml: &str, mutate: bool) -> Run<Pod> {
         run::<WorkloadIsolation>(
             &request(namespace),
             pod(yaml),
@@ -234,8 +240,8 @@ mod tests {
         )
     }
 
-    fn account(run: &Run) -> Option<&str> {
-        run.pod
+    fn account(run: &Run<Pod>) -> Option<&str> {
+        run.object
             .spec
             .as_ref()
             .unwrap()
@@ -282,7 +288,7 @@ spec:
                 r#"metadata.namespace must be "agyn-workloads" for pods matching agyn.io/role=agent (is "team-a")"#
             ]
         );
-        assert_eq!(r.pod, pod(AGENT));
+        assert_eq!(r.object, pod(AGENT));
     }
 
     #[test]
@@ -358,8 +364,8 @@ spec:
                 "spec.hostPID must be false (is true)",
                 "spec.hostIPC must be false (is true)",
                 r#"volume "docker": hostPath must be unset (is "/var/run/docker.sock")"#,
-                r#"container "app": ports[1].hostPort must be unset or 0 (is 443)"#,
                 r#"init container "init": securityContext.privileged must be false or unset (is true)"#,
+                r#"container "app": ports[1].hostPort must be unset or 0 (is 443)"#,
                 r#"ephemeral container "debug": ports[0].hostPort must be unset or 0 (is 2222)"#,
                 r#"ephemeral container "debug": securityContext.privileged must be false or unset (is true)"#,
             ]
@@ -395,12 +401,12 @@ spec:
         for explicit in ["serviceAccountName: default", "serviceAccount: builder"] {
             let yaml = AGENT.replace("serviceAccountName: agyn-agent", explicit);
             let r = check(NS, &yaml, true);
-            assert_eq!(r.pod, pod(&yaml), "{explicit}");
+            assert_eq!(r.object, pod(&yaml), "{explicit}");
             assert!(!r.outcome.is_allowed(), "{explicit}");
         }
         let no_account = AGENT.replace("  serviceAccountName: agyn-agent\n", "");
         let outside = check("team-a", &no_account, true);
-        assert_eq!(outside.pod, pod(&no_account));
+        assert_eq!(outside.object, pod(&no_account));
         let not_agent = no_account.replace("agyn.io/role: agent", "app: web");
         let r = check(NS, &not_agent, true);
         assert_eq!(account(&r), None);

@@ -1,5 +1,6 @@
-//! Cutting the Pod out of an object for the policies, and putting the
-//! policies' Pod back, so that a Deployment's patch lands on its template.
+//! Cutting the Pod out of a workload for the policies over pods, putting
+//! their Pod back, so that a Deployment's patch lands on its template, and
+//! checking what a policy hands back.
 
 use super::ReviewError;
 use super::kinds::WorkloadKind;
@@ -53,8 +54,9 @@ pub(super) fn restore(
     Ok(object)
 }
 
-/// Refuses a mutated Pod that is not a Pod, or that renames or moves it.
-pub(super) fn check_mutation(before: &Value, after: &str) -> Result<Value, String> {
+/// Refuses a mutated object that renames or moves it, or, when it is a Pod
+/// (`pod`), one that is not a valid Pod.
+pub(super) fn check_mutation(before: &Value, after: &str, pod: bool) -> Result<Value, String> {
     let after: Value = serde_json::from_str(after).map_err(|e| format!("not JSON: {e}"))?;
     for pointer in [
         "/apiVersion",
@@ -67,7 +69,12 @@ pub(super) fn check_mutation(before: &Value, after: &str) -> Result<Value, Strin
             return Err(format!("it changed {pointer}, which a policy may not"));
         }
     }
-    <Pod as serde::Deserialize>::deserialize(&after)
-        .map_err(|e| format!("not a valid Pod: {e}"))?;
+    if !after.is_object() {
+        return Err("not a JSON object".into());
+    }
+    if pod {
+        <Pod as serde::Deserialize>::deserialize(&after)
+            .map_err(|e| format!("not a valid Pod: {e}"))?;
+    }
     Ok(after)
 }

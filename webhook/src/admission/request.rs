@@ -15,6 +15,9 @@ use serde_json::value::RawValue;
 pub struct AdmissionRequest {
     pub uid: String,
     pub kind: GroupVersionKind,
+    /// Absent from requests made up by `check`: then derived from the kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<Resource>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub_resource: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -32,6 +35,17 @@ pub struct AdmissionRequest {
     pub dry_run: bool,
 }
 
+/// Group, version and resource (plural) of a request.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub struct Resource {
+    #[serde(default)]
+    pub group: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub resource: String,
+}
+
 /// The request as policies receive it: everything but the objects, which
 /// travel separately (the pod may be cut out of a template).
 #[derive(Serialize)]
@@ -39,21 +53,28 @@ pub struct AdmissionRequest {
 pub(super) struct GuestRequest<'a> {
     uid: &'a str,
     kind: &'a GroupVersionKind,
+    resource: Resource,
     #[serde(skip_serializing_if = "Option::is_none")]
     sub_resource: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<&'a str>,
-    namespace: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<&'a str>,
     operation: &'a Operation,
     user_info: &'a UserInfo,
     dry_run: bool,
 }
 
 impl<'a> GuestRequest<'a> {
-    pub(super) fn new(request: &'a AdmissionRequest, namespace: &'a str) -> Self {
+    pub(super) fn new(
+        request: &'a AdmissionRequest,
+        resource: Resource,
+        namespace: Option<&'a str>,
+    ) -> Self {
         GuestRequest {
             uid: &request.uid,
             kind: &request.kind,
+            resource,
             sub_resource: request.sub_resource.as_deref(),
             name: request.name.as_deref(),
             namespace,

@@ -1,14 +1,14 @@
 use super::breaker::Ticket;
 use super::decision::{Decision, PolicyOutcome, PolicyResult};
 use super::kinds::WorkloadKind;
-use super::request::{AdmissionRequest, GuestRequest};
+use super::request::{AdmissionRequest, GuestRequest, Resource};
+use super::target::{Target, View};
 use super::{ReviewError, pod, readable};
 use crate::config::{Mode, Operation, Policy, PolicySet};
 use crate::engine::{Call, EvalError, Limits};
 use kube::core::admission::Operation as RequestOperation;
 use serde::Deserialize;
 use serde_json::Value;
-use std::borrow::Cow;
 use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -50,23 +50,33 @@ pub fn review(set: &PolicySet, request: &AdmissionRequest) -> Result<Decision, R
 ///
 /// Mutating policies run first, in the set's order, each on the previous
 /// one's result; every policy then judges the final object. Policies that
-/// sit next to each other in the set and share a component run in one
-/// engine call, so the built-in set costs one instance and one parse; when
-/// that call fails, its policies run again one by one, so that each fails
-/// (or not) for its own reasons.
+/// sit next to each other in the set, share a component and see the object
+/// in the same form run in one engine call, so the built-in set costs one
+/// instance and one parse; when that call fails, its policies run again one
+/// by one, so that each fails (or not) for its own reasons.
 pub fn review_with(
     set: &PolicySet,
     request: &AdmissionRequest,
     options: &Options,
 ) -> Result<Decision, ReviewError> {
-    let (operation, kind, namespace) = match scope(set, request) {
+    let target = match scope(set, request) {
         Scope::Skip(decision) => return Ok(decision),
-        Scope::Judge {
-            operation,
-            kind,
-            namespace,
-        } => (operation, kind, namespace.ok_or(ReviewError::NoNamespace)?),
+        Scope::Judge(target) => target,
     };
+    let judging: Vec<(&Policy, View)> = set
+        .policies
+        .iter()
+        .filter_map(|p| Some((p, target.view(&p.rules)?)))
+        .collect();
+    if judging.is_empty() {
+        return Ok(Decision::skipped(format!(
+            "no policy judges a {}",
+            target.kind
+        )));
+    }
+    if target.namespace.is_none() && target.workload.is_some() {
+        return Err(ReviewError::NoNamespace);
+    }
     let raw = request
         .object
         .as_deref()
@@ -76,70 +86,64 @@ pub fn review_with(
     // change the object: the same object must not be judged or not by
     // whether a mutation happened to touch it.
     readable::check(raw).map_err(ReviewError::Unreadable)?;
-    // A Pod goes to the policies as the text it came in; only a template
-    // has to be parsed on the host, to be cut out.
-    let whole = if kind == WorkloadKind::Pod {
-        if !raw.trim_start().starts_with('{') {
-            return Err(ReviewError::NotAnObject);
-        }
-        None
-    } else {
-        Some(parse(raw).map_err(ReviewError::Unreadable)?)
-    };
-    let (pod_json, original): (Cow<str>, OnceCell<Result<Value, String>>) = match &whole {
-        None => (Cow::Borrowed(raw), OnceCell::new()),
-        Some(object) => {
-            let pod = pod::extract(kind, object)?;
-            let json = serde_json::to_string(&pod).expect("a JSON value serialises");
-            (Cow::Owned(json), OnceCell::from(Ok(pod)))
-        }
-    };
-    let labels = OnceCell::new();
-    let labels = || labels.get_or_init(|| pod_labels(&pod_json)).as_ref();
-    let matching: Vec<&Policy> = set
-        .policies
-        .iter()
-        .filter(|p| takes_part(p, options))
-        .filter(|p| p.matching.matches(kind, operation, namespace, labels))
+    if !raw.trim_start().starts_with('{') {
+        return Err(ReviewError::NotAnObject);
+    }
+    let object = Object::new(raw, target.workload);
+    // A template is cut out of the parsed workload: no template, no review.
+    if judging.iter().any(|(_, view)| *view == View::PodTemplate) {
+        object.template().map_err(|e| e.clone())?;
+    }
+    let matching: Vec<(&Policy, View)> = judging
+        .into_iter()
+        .filter(|(p, _)| takes_part(p, options))
+        .filter(|(p, view)| {
+            p.matching
+                .matches(target.kind, target.operation, target.namespace, || {
+                    object.labels(*view)
+                })
+        })
         .collect();
     if matching.is_empty() {
         return Ok(Decision::skipped("no policy matches"));
     }
 
-    let guest_request = serde_json::to_string(&GuestRequest::new(request, namespace))
-        .expect("a request serialises");
+    let resource = request.resource.clone().unwrap_or_else(|| Resource {
+        group: target.group.to_string(),
+        version: target.version.to_string(),
+        resource: target.resource.to_string(),
+    });
+    let guest_request =
+        serde_json::to_string(&GuestRequest::new(request, resource, target.namespace))
+            .expect("a request serialises");
     let mut run = Run {
         set,
         request: guest_request,
-        object: Cow::Borrowed(&pod_json),
-        original_json: &pod_json,
-        original,
+        object,
+        old: request.old_object.as_deref().map(|o| OldObject {
+            raw: o.get(),
+            template: OnceCell::new(),
+        }),
         deadline: options.deadline,
-        mutated: None,
         results: Vec::with_capacity(matching.len()),
     };
     // Most of a Pod's spec is immutable once created: a patch on UPDATE
     // would only make the API server refuse the update.
     let mutate = options.phase != Phase::Validate
-        && (operation == Operation::Create || kind != WorkloadKind::Pod);
+        && (target.operation == Operation::Create || target.workload != Some(WorkloadKind::Pod));
     // Verdicts before the last segment that changed the object were on an
     // older object: those policies are judged again on the final one.
     let mut stale = 0;
-    for segment in matching.chunk_by(|a, b| a.component == b.component) {
+    for segment in matching.chunk_by(|a, b| a.0.component == b.0.component && a.1 == b.1) {
         let start = run.results.len();
-        if run.evaluate(segment, mutate) {
+        let policies: Vec<&Policy> = segment.iter().map(|(p, _)| *p).collect();
+        if run.evaluate(&policies, segment[0].1, mutate) {
             stale = start;
         }
     }
     run.revalidate(&matching[..stale]);
 
-    let patch = match run.mutated.take() {
-        None => json_patch::Patch::default(),
-        Some(mutated) => match &whole {
-            None => json_patch::diff(run.original().map_err(ReviewError::Unreadable)?, &mutated),
-            Some(object) => json_patch::diff(object, &pod::restore(kind, object, mutated)?),
-        },
-    };
+    let patch = run.object.patch()?;
     Ok(Decision {
         skipped: None,
         results: run.results,
@@ -159,20 +163,18 @@ pub fn unjudged(
     options: &Options,
     error: EvalError,
 ) -> Decision {
-    let (operation, kind, namespace) = match scope(set, request) {
+    let target = match scope(set, request) {
         Scope::Skip(decision) => return decision,
-        Scope::Judge {
-            operation,
-            kind,
-            namespace,
-        } => (operation, kind, namespace),
+        Scope::Judge(target) => target,
     };
     let results: Vec<PolicyResult> = set
         .policies
         .iter()
+        .filter(|p| target.view(&p.rules).is_some())
         .filter(|p| takes_part(p, options))
         .filter(|p| {
-            namespace.is_none_or(|namespace| p.matching.may_match(kind, operation, namespace))
+            p.matching
+                .may_match(target.kind, target.operation, target.namespace)
         })
         .map(|p| PolicyResult {
             policy: p.name.clone(),
@@ -193,15 +195,10 @@ pub fn unjudged(
     }
 }
 
-/// What a request is to the policies: not for them, or which kind,
-/// operation and namespace.
+/// What a request is to the policies: not for them, or what it targets.
 enum Scope<'r> {
     Skip(Decision),
-    Judge {
-        operation: Operation,
-        kind: WorkloadKind,
-        namespace: Option<&'r str>,
-    },
+    Judge(Target<'r>),
 }
 
 /// What can be told from the request's envelope alone, without its object.
@@ -213,24 +210,8 @@ fn scope<'r>(set: &PolicySet, request: &'r AdmissionRequest) -> Scope<'r> {
             return Scope::Skip(Decision::skipped("DELETE and CONNECT are not judged"));
         }
     };
-    let gvk = &request.kind;
-    let Some(kind) = WorkloadKind::from_group_kind(&gvk.group, &gvk.kind) else {
-        return Scope::Skip(Decision::skipped(format!(
-            "no policy judges a {}",
-            gvk.kind
-        )));
-    };
-    match request.sub_resource.as_deref() {
-        None | Some("") => {}
-        Some("ephemeralcontainers") if kind == WorkloadKind::Pod => {}
-        Some(other) => {
-            return Scope::Skip(Decision::skipped(format!(
-                "the {other} subresource is not judged"
-            )));
-        }
-    }
-    let namespace = request.namespace.as_deref();
-    if let Some(namespace) = namespace
+    let target = Target::new(request, operation);
+    if let Some(namespace) = target.namespace
         && set.exempt_namespaces.iter().any(|n| n == namespace)
     {
         return Scope::Skip(Decision::skipped(format!(
@@ -241,11 +222,7 @@ fn scope<'r>(set: &PolicySet, request: &'r AdmissionRequest) -> Scope<'r> {
     if set.exempt_usernames.iter().any(|u| u == username) {
         return Scope::Skip(Decision::skipped(format!("user {username} is exempt")));
     }
-    Scope::Judge {
-        operation,
-        kind,
-        namespace,
-    }
+    Scope::Judge(target)
 }
 
 /// Whether a policy runs in this review at all, whatever the object.
@@ -261,9 +238,9 @@ fn parse(json: &str) -> Result<Value, String> {
     serde_json::from_str(json).map_err(|e| e.to_string())
 }
 
-/// The pod's labels, read without building the rest of it: only label
+/// An object's labels, read without building the rest of it: only label
 /// selectors need them.
-fn pod_labels(pod: &str) -> Option<BTreeMap<String, String>> {
+fn labels_of(json: &str) -> Option<BTreeMap<String, String>> {
     #[derive(Deserialize)]
     struct Labelled {
         #[serde(default)]
@@ -273,7 +250,145 @@ fn pod_labels(pod: &str) -> Option<BTreeMap<String, String>> {
     struct Metadata {
         labels: Option<BTreeMap<String, String>>,
     }
-    serde_json::from_str::<Labelled>(pod).ok()?.metadata.labels
+    serde_json::from_str::<Labelled>(json).ok()?.metadata.labels
+}
+
+/// The object under review as the policies have left it so far, in the
+/// forms they take it: the whole object as text (as it came, until a
+/// policy changes it) and, for a workload, its pod template as a Pod.
+struct Object<'a> {
+    raw: &'a str,
+    workload: Option<WorkloadKind>,
+    /// `raw` parsed, the first time it is needed.
+    original: OnceCell<Result<Value, String>>,
+    /// The object once a policy changed it, and as text.
+    changed: Option<(Value, String)>,
+    /// The pod template of the current object, as a Pod and as text.
+    template: OnceCell<Result<(Value, String), ReviewError>>,
+    labels: [OnceCell<Option<BTreeMap<String, String>>>; 2],
+}
+
+impl<'a> Object<'a> {
+    fn new(raw: &'a str, workload: Option<WorkloadKind>) -> Self {
+        Object {
+            raw,
+            workload,
+            original: OnceCell::new(),
+            changed: None,
+            template: OnceCell::new(),
+            labels: Default::default(),
+        }
+    }
+
+    fn original(&self) -> Result<&Value, String> {
+        self.original
+            .get_or_init(|| parse(self.raw))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    fn current(&self) -> Result<&Value, String> {
+        match &self.changed {
+            Some((value, _)) => Ok(value),
+            None => self.original(),
+        }
+    }
+
+    fn template(&self) -> Result<&(Value, String), &ReviewError> {
+        self.template
+            .get_or_init(|| {
+                let kind = self.workload.unwrap_or(WorkloadKind::Pod);
+                let object = self.current().map_err(ReviewError::Unreadable)?;
+                let pod = pod::extract(kind, object)?;
+                let json = serde_json::to_string(&pod).expect("a JSON value serialises");
+                Ok((pod, json))
+            })
+            .as_ref()
+    }
+
+    /// The object as `view` presents it, as the engine takes it.
+    fn text(&self, view: View) -> Result<&str, EvalError> {
+        match view {
+            View::Object => Ok(self.changed.as_ref().map_or(self.raw, |(_, json)| json)),
+            View::PodTemplate => self
+                .template()
+                .map(|(_, json)| json.as_str())
+                .map_err(|e| EvalError::Unreadable(e.to_string())),
+        }
+    }
+
+    /// The labels of the object as `view` presents it, as the set's label
+    /// selectors see them (the object's own on arrival).
+    fn labels(&self, view: View) -> Option<&BTreeMap<String, String>> {
+        let slot = &self.labels[view as usize];
+        slot.get_or_init(|| self.text(view).ok().and_then(labels_of))
+            .as_ref()
+    }
+
+    /// Takes a policy's changed object (in `view`'s form), refusing one that
+    /// is not the same object or not valid.
+    fn change(&mut self, view: View, json: String) -> Result<(), EvalError> {
+        let malformed = |m: String| EvalError::Malformed(format!("invalid mutated object: {m}"));
+        let before = match view {
+            View::Object => self.current().map_err(EvalError::Unreadable)?,
+            View::PodTemplate => {
+                &self
+                    .template()
+                    .map_err(|e| EvalError::Unreadable(e.to_string()))?
+                    .0
+            }
+        };
+        let pod_form = view == View::PodTemplate || self.workload == Some(WorkloadKind::Pod);
+        let after = pod::check_mutation(before, &json, pod_form).map_err(malformed)?;
+        let (value, json) = match view {
+            View::Object => (after, json),
+            View::PodTemplate => {
+                let kind = self.workload.unwrap_or(WorkloadKind::Pod);
+                let object = self.current().map_err(EvalError::Unreadable)?;
+                let value = pod::restore(kind, object, after)
+                    .map_err(|e| EvalError::Unreadable(e.to_string()))?;
+                let json = serde_json::to_string(&value).expect("a JSON value serialises");
+                (value, json)
+            }
+        };
+        self.changed = Some((value, json));
+        self.template = OnceCell::new();
+        Ok(())
+    }
+
+    /// The JSON Patch from the object as it came to the object now.
+    fn patch(&self) -> Result<json_patch::Patch, ReviewError> {
+        match &self.changed {
+            None => Ok(json_patch::Patch::default()),
+            Some((value, _)) => Ok(json_patch::diff(
+                self.original().map_err(ReviewError::Unreadable)?,
+                value,
+            )),
+        }
+    }
+}
+
+/// The object before an UPDATE, and its pod template when a policy over
+/// pods judges a workload.
+struct OldObject<'a> {
+    raw: &'a str,
+    template: OnceCell<Option<String>>,
+}
+
+impl OldObject<'_> {
+    fn text(&self, view: View, workload: Option<WorkloadKind>) -> Option<&str> {
+        match (view, workload) {
+            (View::PodTemplate, Some(kind)) => self
+                .template
+                .get_or_init(|| {
+                    let old = parse(self.raw).ok()?;
+                    let pod = pod::extract(kind, &old).ok()?;
+                    serde_json::to_string(&pod).ok()
+                })
+                .as_deref(),
+            _ => Some(self.raw),
+        }
+    }
 }
 
 /// The state of one review: the object as the policies have left it so far
@@ -281,34 +396,21 @@ fn pod_labels(pod: &str) -> Option<BTreeMap<String, String>> {
 struct Run<'a> {
     set: &'a PolicySet,
     request: String,
-    /// The pod as the engine takes it: `mutated` as JSON, else as it came.
-    object: Cow<'a, str>,
-    /// The pod as it came, as text, and parsed the first time it is needed
-    /// (a template's pod, cut out of the parsed workload, starts parsed).
-    original_json: &'a str,
-    original: OnceCell<Result<Value, String>>,
+    object: Object<'a>,
+    old: Option<OldObject<'a>>,
     deadline: Option<Instant>,
-    /// The pod as the policies left it, once one changed it.
-    mutated: Option<Value>,
     results: Vec<PolicyResult>,
 }
 
 impl Run<'_> {
-    fn original(&self) -> Result<&Value, String> {
-        self.original
-            .get_or_init(|| parse(self.original_json))
-            .as_ref()
-            .map_err(Clone::clone)
-    }
-
-    /// Runs policies of one component and appends their results in order.
-    /// A policy whose circuit is open and already being probed is not run
-    /// (its failure policy answers for it). Returns whether the object
-    /// changed.
-    fn evaluate(&mut self, policies: &[&Policy], mutate: bool) -> bool {
+    /// Runs policies of one component, seeing the object in one form, and
+    /// appends their results in order. A policy whose circuit is open and
+    /// already being probed is not run (its failure policy answers for
+    /// it). Returns whether the object changed.
+    fn evaluate(&mut self, policies: &[&Policy], view: View, mutate: bool) -> bool {
         let tickets: Vec<Option<Ticket>> = policies.iter().map(|p| p.breaker.admit()).collect();
         if tickets.iter().all(Option::is_some) {
-            return self.call(policies, mutate);
+            return self.call(policies, view, mutate);
         }
         let runnable: Vec<&Policy> = policies
             .iter()
@@ -317,7 +419,7 @@ impl Run<'_> {
             .map(|(p, _)| *p)
             .collect();
         let start = self.results.len();
-        let changed = !runnable.is_empty() && self.call(&runnable, mutate);
+        let changed = !runnable.is_empty() && self.call(&runnable, view, mutate);
         let mut ran = self.results.drain(start..);
         let results: Vec<PolicyResult> = policies
             .iter()
@@ -335,7 +437,7 @@ impl Run<'_> {
     /// One engine call for `policies`; if it fails and they are several,
     /// one call each instead. Appends their results; returns whether the
     /// object changed.
-    fn call(&mut self, policies: &[&Policy], mutate: bool) -> bool {
+    fn call(&mut self, policies: &[&Policy], view: View, mutate: bool) -> bool {
         let component = &self.set.components[policies[0].component];
         let calls: Vec<Call> = policies
             .iter()
@@ -362,23 +464,21 @@ impl Run<'_> {
                 .unwrap_or_default(),
         };
         let start = Instant::now();
-        let evaluation = component
-            .evaluate(&self.request, &self.object, &calls, limits)
-            .and_then(|e| {
-                let mutated = match &e.mutated_object {
-                    Some(json) => {
-                        let before = match &self.mutated {
-                            Some(mutated) => mutated,
-                            None => self.original().map_err(EvalError::Unreadable)?,
-                        };
-                        Some(pod::check_mutation(before, json).map_err(|m| {
-                            EvalError::Malformed(format!("invalid mutated object: {m}"))
-                        })?)
-                    }
-                    None => None,
-                };
-                Ok((e, mutated))
-            });
+        let old = self
+            .old
+            .as_ref()
+            .and_then(|old| old.text(view, self.object.workload));
+        let evaluation = self
+            .object
+            .text(view)
+            .and_then(|object| component.evaluate(&self.request, object, old, &calls, limits));
+        let evaluation = evaluation.and_then(|mut e| {
+            if let Some(json) = e.mutated_object.take() {
+                self.object.change(view, json)?;
+                e.mutated_object = Some(String::new());
+            }
+            Ok(e)
+        });
         let duration = start.elapsed();
         let result = |policy: &Policy, outcome, mutated| PolicyResult {
             policy: policy.name.clone(),
@@ -389,7 +489,7 @@ impl Run<'_> {
             duration,
         };
         match evaluation {
-            Err(_) if policies.len() > 1 => self.apart(policies, mutate),
+            Err(_) if policies.len() > 1 => self.apart(policies, view, mutate),
             Err(e) => {
                 policies[0]
                     .breaker
@@ -398,7 +498,7 @@ impl Run<'_> {
                     .push(result(policies[0], PolicyOutcome::Failed(e), false));
                 false
             }
-            Ok((evaluation, mutated)) => {
+            Ok(evaluation) => {
                 for (p, verdict) in policies.iter().zip(evaluation.verdicts) {
                     p.breaker.record(false);
                     let (outcome, changed) = match verdict {
@@ -419,14 +519,7 @@ impl Run<'_> {
                     };
                     self.results.push(result(p, outcome, changed));
                 }
-                match (mutated, evaluation.mutated_object) {
-                    (Some(pod), Some(json)) => {
-                        self.mutated = Some(pod);
-                        self.object = Cow::Owned(json);
-                        true
-                    }
-                    _ => false,
-                }
+                evaluation.mutated_object.is_some()
             }
         }
     }
@@ -436,11 +529,11 @@ impl Run<'_> {
     /// judged again on the final object. One policy's trap, deadline or
     /// memory cap then costs only its own verdict, and each failure is
     /// reported with its own cause.
-    fn apart(&mut self, policies: &[&Policy], mutate: bool) -> bool {
+    fn apart(&mut self, policies: &[&Policy], view: View, mutate: bool) -> bool {
         let start = self.results.len();
         let mut last_change = None;
         for (i, policy) in policies.iter().enumerate() {
-            if self.call(&[*policy], mutate) {
+            if self.call(&[*policy], view, mutate) {
                 last_change = Some(i);
             }
         }
@@ -452,7 +545,7 @@ impl Run<'_> {
                 continue;
             }
             let mutated = self.results[start + i].mutated;
-            self.call(&[*policy], false);
+            self.call(&[*policy], view, false);
             let mut fresh = self.results.pop().expect("call appends one result");
             fresh.mutated = mutated;
             self.results[start + i] = fresh;
@@ -463,15 +556,19 @@ impl Run<'_> {
     /// Judges again, without mutation, the first policies of the run, whose
     /// verdicts were on an object that a later policy changed: validation
     /// must see the final object.
-    fn revalidate(&mut self, stale: &[&Policy]) {
-        let mut by_component: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-        for (i, policy) in stale.iter().enumerate() {
-            by_component.entry(policy.component).or_default().push(i);
+    fn revalidate(&mut self, stale: &[(&Policy, View)]) {
+        let mut groups: BTreeMap<(usize, bool), Vec<usize>> = BTreeMap::new();
+        for (i, (policy, view)) in stale.iter().enumerate() {
+            groups
+                .entry((policy.component, *view == View::PodTemplate))
+                .or_default()
+                .push(i);
         }
-        for indices in by_component.into_values() {
-            let policies: Vec<&Policy> = indices.iter().map(|&i| stale[i]).collect();
+        for indices in groups.into_values() {
+            let policies: Vec<&Policy> = indices.iter().map(|&i| stale[i].0).collect();
+            let view = stale[indices[0]].1;
             let before = self.results.len();
-            self.evaluate(&policies, false);
+            self.evaluate(&policies, view, false);
             let fresh: Vec<PolicyResult> = self.results.drain(before..).collect();
             for (i, mut result) in indices.into_iter().zip(fresh) {
                 result.mutated = self.results[i].mutated;

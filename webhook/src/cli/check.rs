@@ -87,24 +87,33 @@ fn judge(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    let namespace = object
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .unwrap_or(default_namespace)
-        .to_string();
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let known = admission::kinds::resource_of(group, version, &kind);
+    // A cluster-scoped object has no namespace, whatever the manifest says.
+    let namespace = known.namespaced.then(|| {
+        object
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or(default_namespace)
+            .to_string()
+    });
     let mut result = CheckResult::new(
         origin.clone(),
         kind.clone(),
-        namespace.clone(),
+        namespace.clone().unwrap_or_default(),
         name.clone(),
     );
-    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
     let request = AdmissionRequest {
         uid: format!("check-{origin}"),
         kind: GroupVersionKind::gvk(group, version, &kind),
+        resource: Some(admission::Resource {
+            group: group.to_string(),
+            version: version.to_string(),
+            resource: known.resource.into_owned(),
+        }),
         sub_resource: None,
         name: Some(name),
-        namespace: Some(namespace),
+        namespace,
         operation: Operation::Create,
         user_info: Default::default(),
         object: Some(serde_json::value::to_raw_value(&object)?),

@@ -73,7 +73,7 @@ pub struct PolicyEntry {
     pub matching: MatchFile,
     /// The policy's own settings, checked by the policy at load.
     #[serde(default)]
-    pub settings: Option<serde_json::Value>,
+    pub settings: Option<Spanned<serde_json::Value>>,
 }
 
 /// What a violation does.
@@ -123,4 +123,13 @@ pub struct MatchFile {
 pub enum Operation {
     Create,
     Update,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Create => "CREATE",
+            Operation::Update => "UPDATE",
+        }
+    }
 }

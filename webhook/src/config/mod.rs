@@ -10,7 +10,7 @@ pub use file::{FailurePolicy, Mode, Operation};
 pub use quantity::parse_size;
 
 use crate::admission::Breaker;
-use crate::admission::kinds::WorkloadKind;
+use crate::engine::metadata::Rule;
 use crate::engine::{Engine, EvalError, Limits, PolicyComponent};
 use agyn_policy_sdk::selector_matches;
 use file::{PolicyEntry, PolicySetFile};
@@ -90,6 +90,8 @@ pub struct Policy {
     pub mutate: bool,
     pub failure_policy: FailurePolicy,
     pub limits: Limits,
+    /// The requests the policy judges, from its component's metadata.
+    pub rules: Vec<Rule>,
     pub matching: Match,
     /// Whether the policy keeps missing its deadline. Kept with the loaded
     /// set: a reload starts every policy afresh.
@@ -109,6 +111,11 @@ impl PolicySet {
     /// Whether some policy keeps missing its deadline (see [`Breaker`]).
     pub fn any_circuit_open(&self) -> bool {
         self.policies.iter().any(|p| p.breaker.is_open())
+    }
+
+    /// The description, category and severity a policy's component gives.
+    pub fn metadata(&self, policy: &Policy) -> Option<&crate::engine::metadata::PolicyMetadata> {
+        self.components[policy.component].metadata(&policy.inner)
     }
 
     /// Reads, checks and compiles a policy set. Any error names the file,
@@ -170,11 +177,20 @@ impl Loader<'_> {
             let line = entry.name.referenced.line() as usize;
             let name = entry.name.value.clone();
             let origin = self.origin.clone();
-            let error = |message: String| ConfigError::Policy {
-                origin,
-                line,
-                name: name.clone(),
-                message,
+            // An error may start with `line N: ` to point at a line within
+            // the policy's entry; else it points at the entry's name.
+            let error = |message: String| {
+                let within = message.strip_prefix("line ").and_then(|rest| {
+                    let (n, message) = rest.split_once(": ")?;
+                    Some((n.parse().ok()?, message.to_string()))
+                });
+                let (line, message) = within.unwrap_or((line, message));
+                ConfigError::Policy {
+                    origin,
+                    line,
+                    name: name.clone(),
+                    message,
+                }
             };
             if policies.iter().any(|p| p.name == name) {
                 return Err(error("the name is used twice in this set".into()));
@@ -196,7 +212,12 @@ impl Loader<'_> {
     }
 
     fn policy(&mut self, entry: PolicyEntry) -> Result<Policy, String> {
-        let component = self.component(entry.module.as_deref(), entry.sha256.as_deref())?;
+        let defaults = Limits::default();
+        let limits = Limits {
+            deadline: entry.timeout.map_or(defaults.deadline, |t| t.0),
+            memory: entry.memory_limit.map_or(defaults.memory, |m| m.0),
+        };
+        let component = self.component(entry.module.as_deref(), entry.sha256.as_deref(), limits)?;
         let inner = entry.policy.unwrap_or_else(|| entry.name.value.clone());
         let loaded = &self.components[component];
         if !loaded.policies().contains(&inner) {
@@ -205,14 +226,44 @@ impl Loader<'_> {
                 loaded.policies().join(", ")
             ));
         }
-        let settings = entry.settings.map_or_else(String::new, |s| s.to_string());
+        let metadata = loaded
+            .metadata(&inner)
+            .expect("a component has metadata for each of its policies");
+        let settings = entry
+            .settings
+            .as_ref()
+            .map_or_else(String::new, |s| s.value.to_string());
         loaded
-            .validate_settings(&inner, &settings)
-            .map_err(|e| match e {
-                EvalError::Policy(message) => message,
-                other => format!("checking its settings failed: it {other}"),
+            .validate_settings(&inner, &settings, limits)
+            .map_err(|e| {
+                let message = match e {
+                    EvalError::Policy(message) => message,
+                    other => format!("checking its settings failed: it {other}"),
+                };
+                match &entry.settings {
+                    // The policy read JSON the loader wrote: a position in
+                    // it means nothing to the author; the YAML line does.
+                    Some(s) => format!(
+                        "line {}: settings: {}",
+                        s.referenced.line(),
+                        strip_json_position(&message)
+                    ),
+                    None => message,
+                }
             })?;
-        let defaults = Limits::default();
+        if metadata.rules.is_empty() {
+            tracing::warn!(
+                policy = %entry.name.value,
+                "the policy declares no rules in its metadata: it judges nothing"
+            );
+        }
+        if metadata.mutating && !entry.mutate && entry.mode == Mode::Enforce {
+            tracing::warn!(
+                policy = %entry.name.value,
+                "the policy mutates, but the policy set leaves `mutate: true` out: \
+                 objects it would fix are denied instead"
+            );
+        }
         Ok(Policy {
             name: entry.name.value,
             component,
@@ -221,16 +272,19 @@ impl Loader<'_> {
             mode: entry.mode,
             mutate: entry.mutate,
             failure_policy: entry.failure_policy,
-            limits: Limits {
-                deadline: entry.timeout.map_or(defaults.deadline, |t| t.0),
-                memory: entry.memory_limit.map_or(defaults.memory, |m| m.0),
-            },
-            matching: Match::new(entry.matching)?,
+            limits,
+            matching: Match::new(entry.matching, &metadata.rules)?,
+            rules: metadata.rules.clone(),
             breaker: Breaker::default(),
         })
     }
 
-    fn component(&mut self, module: Option<&str>, sha256: Option<&str>) -> Result<usize, String> {
+    fn component(
+        &mut self,
+        module: Option<&str>,
+        sha256: Option<&str>,
+        limits: Limits,
+    ) -> Result<usize, String> {
         let module = module.unwrap_or("builtin");
         let key = format!("{module}\0{}", sha256.unwrap_or_default());
         if let Some(&index) = self.by_module.get(&key) {
@@ -245,7 +299,7 @@ impl Loader<'_> {
                 };
                 let bytes = std::fs::read(&path)
                     .map_err(|e| format!("cannot read module {}: {e}", path.display()))?;
-                self.engine.load(&bytes, sha256)
+                self.engine.load(&bytes, sha256, limits)
             }
         }
         .map_err(|e| format!("module {module}: {e}"))?;
@@ -255,41 +309,73 @@ impl Loader<'_> {
     }
 }
 
-/// Which objects a policy judges.
+/// Rules as a reader names them: `pods (and workload pod templates),
+/// apps/deployments`.
+fn describe(rules: &[Rule]) -> String {
+    let mut names: Vec<String> = Vec::new();
+    for rule in rules {
+        for group in &rule.api_groups {
+            for resource in &rule.resources {
+                let name = match group.as_str() {
+                    "" => resource.clone(),
+                    group => format!("{group}/{resource}"),
+                };
+                let name = if rule.names_pods() && resource == "pods" {
+                    format!("{name} (and the pod templates of workloads)")
+                } else {
+                    name
+                };
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+    }
+    match names.is_empty() {
+        true => "nothing".into(),
+        false => names.join(", "),
+    }
+}
+
+/// Removes serde_json's ` at line L column C`, which points into JSON the
+/// loader made from the YAML.
+fn strip_json_position(message: &str) -> &str {
+    match message.rfind(" at line ") {
+        Some(at) if message[at..].contains(" column ") => &message[..at],
+        _ => message,
+    }
+}
+
+/// Which objects a policy judges, of those its rules cover.
 #[derive(Debug)]
 pub struct Match {
     namespaces: Vec<String>,
     exclude_namespaces: Vec<String>,
     label_selector: Option<LabelSelector>,
-    /// Empty: every supported kind.
-    kinds: Vec<WorkloadKind>,
+    /// Kind names; empty: every kind the policy's rules cover.
+    kinds: Vec<String>,
     operations: Vec<Operation>,
 }
 
 impl Match {
-    fn new(file: file::MatchFile) -> Result<Self, String> {
-        let kinds = file
-            .kinds
-            .iter()
-            .map(|k| {
-                WorkloadKind::from_kind(&k.value).ok_or_else(|| {
-                    format!(
-                        "line {}: unknown kind {:?} (known: {})",
-                        k.referenced.line(),
-                        k.value,
-                        WorkloadKind::all()
-                            .map(|k| k.kind())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                })
-            })
-            .collect::<Result<_, _>>()?;
+    /// The set's match for a policy with `rules`: a kind the policy can
+    /// never judge is refused (a typo, or the wrong policy).
+    fn new(file: file::MatchFile, rules: &[Rule]) -> Result<Self, String> {
+        for kind in &file.kinds {
+            if !crate::admission::can_judge(rules, &kind.value) {
+                return Err(format!(
+                    "line {}: the policy never judges the kind {:?}: its rules cover {}",
+                    kind.referenced.line(),
+                    kind.value,
+                    describe(rules)
+                ));
+            }
+        }
         Ok(Match {
             namespaces: file.namespaces,
             exclude_namespaces: file.exclude_namespaces,
             label_selector: file.label_selector,
-            kinds,
+            kinds: file.kinds.into_iter().map(|k| k.value).collect(),
             operations: if file.operations.is_empty() {
                 vec![Operation::Create, Operation::Update]
             } else {
@@ -299,12 +385,16 @@ impl Match {
     }
 
     /// Whether a policy with this match may judge an object whose labels
-    /// are unknown: everything but the label selector.
-    pub fn may_match(&self, kind: WorkloadKind, operation: Operation, namespace: &str) -> bool {
-        (self.kinds.is_empty() || self.kinds.contains(&kind))
+    /// are unknown: everything but the label selector. Namespaces restrict
+    /// namespaced objects only: a cluster-scoped object (`namespace` is
+    /// `None`) has none to match, as with a webhook's namespaceSelector.
+    pub fn may_match(&self, kind: &str, operation: Operation, namespace: Option<&str>) -> bool {
+        (self.kinds.is_empty() || self.kinds.iter().any(|k| k == kind))
             && self.operations.contains(&operation)
-            && (self.namespaces.is_empty() || self.namespaces.iter().any(|n| n == namespace))
-            && !self.exclude_namespaces.iter().any(|n| n == namespace)
+            && namespace.is_none_or(|namespace| {
+                (self.namespaces.is_empty() || self.namespaces.iter().any(|n| n == namespace))
+                    && !self.exclude_namespaces.iter().any(|n| n == namespace)
+            })
     }
 
     /// Whether a policy with this match judges an object.
@@ -313,10 +403,10 @@ impl Match {
     /// have none, and reading the labels costs a copy.
     pub fn matches<'a>(
         &self,
-        kind: WorkloadKind,
+        kind: &str,
         operation: Operation,
-        namespace: &str,
-        labels: impl Fn() -> Option<&'a BTreeMap<String, String>>,
+        namespace: Option<&str>,
+        labels: impl FnOnce() -> Option<&'a BTreeMap<String, String>>,
     ) -> bool {
         self.may_match(kind, operation, namespace)
             && self

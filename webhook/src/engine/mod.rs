@@ -12,6 +12,7 @@
 mod cache;
 mod component;
 mod epoch;
+pub mod metadata;
 
 pub use component::{Call, Evaluation, PolicyComponent, Verdict};
 
@@ -36,6 +37,15 @@ pub const MAX_MEMORY_LIMIT: usize = 1 << 30;
 /// microseconds; the server bounds its concurrency below this.
 pub const MAX_CONCURRENT_INSTANCES: u32 = 256;
 
+/// What one component instance may hold. A Rust component has one to four
+/// core instances and one memory; a Python one (componentize-py) about 40
+/// core instances. The pool holds this much for every one of
+/// [`MAX_CONCURRENT_INSTANCES`], so no mix of loaded components can exhaust
+/// it below that concurrency; a component needing more is refused at load.
+const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 64;
+const MAX_MEMORIES_PER_COMPONENT: u32 = 4;
+const MAX_TABLES_PER_COMPONENT: u32 = 64;
+
 /// The budget of one evaluation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -59,12 +69,20 @@ impl Default for Limits {
 pub enum LoadError {
     #[error("sha256 mismatch: expected {expected}, the module is {actual}")]
     Sha256Mismatch { expected: String, actual: String },
+    #[error("not a WebAssembly file{0}")]
+    NotWasm(String),
+    #[error(
+        "a core WebAssembly module, not a component: build it for wasm32-wasip2, or with `agyn-admission policy build`"
+    )]
+    CoreModule,
     #[error("not a valid policy component: {0:#}")]
     Compile(wasmtime::Error),
     #[error("the component does not implement the agyn:policy world: {0:#}")]
     Link(wasmtime::Error),
-    #[error("listing its policies failed: {0}")]
+    #[error("listing its policies failed: it {0}")]
     Policies(EvalError),
+    #[error("{0}")]
+    Metadata(String),
 }
 
 /// Why a policy produced no verdict. Each reads after "the policy failed:
@@ -128,9 +146,12 @@ impl Engine {
     pub fn new(options: &EngineOptions) -> anyhow::Result<Self> {
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(MAX_CONCURRENT_INSTANCES)
-            .total_core_instances(MAX_CONCURRENT_INSTANCES * 4)
-            .total_memories(MAX_CONCURRENT_INSTANCES * 2)
-            .total_tables(MAX_CONCURRENT_INSTANCES * 4)
+            .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
+            .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
+            .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
+            .total_core_instances(MAX_CONCURRENT_INSTANCES * MAX_CORE_INSTANCES_PER_COMPONENT)
+            .total_memories(MAX_CONCURRENT_INSTANCES * MAX_MEMORIES_PER_COMPONENT)
+            .total_tables(MAX_CONCURRENT_INSTANCES * MAX_TABLES_PER_COMPONENT)
             .max_memory_size(MAX_MEMORY_LIMIT)
             // Keeping the first pages mapped between instances removes the
             // page faults that otherwise dominate a short call.
@@ -149,6 +170,10 @@ impl Engine {
         // Rust's std makes every wasip2 component import WASI; the context
         // grants nothing (no files, sockets, environment or arguments).
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        component::current::agyn::policy::host::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |state: &mut HostState| state,
+        )?;
         let cache = options
             .cache_dir
             .as_ref()
@@ -168,7 +193,9 @@ impl Engine {
         let mut builtin = self.builtin.lock().unwrap_or_else(|e| e.into_inner());
         let component = match &*builtin {
             Some(component) => component.clone(),
-            None => builtin.insert(self.load(BUILTIN_COMPONENT, None)?).clone(),
+            None => builtin
+                .insert(self.load(BUILTIN_COMPONENT, None, Limits::default())?)
+                .clone(),
         };
         match sha256 {
             Some(expected) if !expected.eq_ignore_ascii_case(component.sha256()) => {
@@ -182,8 +209,25 @@ impl Engine {
     }
 
     /// Compiles (or reads from the cache) and links a policy component,
-    /// refusing it if `sha256` is given and does not match.
-    pub fn load(&self, bytes: &[u8], sha256: Option<&str>) -> Result<PolicyComponent, LoadError> {
+    /// refusing it if `sha256` is given and does not match. Listing its
+    /// policies runs under `limits`: those of the policy that loads it.
+    pub fn load(
+        &self,
+        bytes: &[u8],
+        sha256: Option<&str>,
+        limits: Limits,
+    ) -> Result<PolicyComponent, LoadError> {
+        if !bytes.starts_with(b"\0asm") {
+            let start = String::from_utf8_lossy(&bytes[..bytes.len().min(16)]).into_owned();
+            return Err(LoadError::NotWasm(if start.trim().is_empty() {
+                String::new()
+            } else {
+                format!(" (it starts with {start:?})")
+            }));
+        }
+        if wasmparser::Parser::is_core_wasm(bytes) {
+            return Err(LoadError::CoreModule);
+        }
         let digest = cache::sha256_hex(bytes);
         if let Some(expected) = sha256
             && !expected.eq_ignore_ascii_case(&digest)
@@ -198,7 +242,7 @@ impl Engine {
             None => wasmtime::component::Component::new(&self.wasmtime, bytes),
         }
         .map_err(LoadError::Compile)?;
-        PolicyComponent::new(self, &compiled, digest)
+        PolicyComponent::new(self, &compiled, bytes, digest, limits)
     }
 }
 
@@ -210,6 +254,23 @@ pub(crate) struct HostState {
     wasi: Option<WasiCtx>,
     table: ResourceTable,
     limits: component::MemoryCap,
+    /// What the guest said as it panicked, for the trap that follows.
+    panic: Option<String>,
+}
+
+impl component::current::agyn::policy::host::Host for HostState {
+    fn report_panic(&mut self, message: String) {
+        // Bounded: the message reaches logs and answers.
+        let mut message = message;
+        if message.len() > 1024 {
+            let mut end = 1024;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+        }
+        self.panic = Some(message);
+    }
 }
 
 impl WasiView for HostState {

@@ -21,6 +21,7 @@ const POLICIES: &[&str] = &[
     "bad-json",
     "renames",
     "allow",
+    "panic",
 ];
 
 impl Guest for Hostile {
@@ -35,7 +36,12 @@ impl Guest for Hostile {
         Ok(())
     }
 
-    fn evaluate(_request: String, object: String, calls: Vec<Call>) -> Evaluation {
+    fn evaluate(
+        _request: String,
+        object: String,
+        _old_object: Option<String>,
+        calls: Vec<Call>,
+    ) -> Evaluation {
         let allow = || {
             Ok(Verdict {
                 violations: vec![],
@@ -61,6 +67,11 @@ impl Guest for Hostile {
                     }
                 }
                 "trap" => core::arch::wasm32::unreachable(),
+                // What the SDK's panic hook does before the abort.
+                "panic" => {
+                    agyn::policy::host::report_panic("panicked at src/lib.rs:1:1:\nno pods today");
+                    core::arch::wasm32::unreachable()
+                }
                 "wrong-count" => {
                     return Evaluation {
                         verdicts: vec![],

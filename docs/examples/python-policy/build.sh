@@ -2,7 +2,7 @@
 # Builds the Python policies in this directory into one agyn:policy@0.2.0
 # component, with its metadata:
 #
-#     examples/policies/python/build.sh [OUTPUT.wasm]
+#     docs/examples/python-policy/build.sh [OUTPUT.wasm]
 #
 # OUTPUT defaults to policies.wasm beside this script (the module that
 # policy-set.yaml names). componentize-py 0.25 is installed on first use
