@@ -2,6 +2,7 @@
 
 mod check;
 mod manifests;
+mod policy;
 mod report;
 
 pub use check::judge_text;
@@ -39,6 +40,9 @@ enum Command {
     Check(check::CheckArgs),
     /// Run the admission webhook: AdmissionReviews over HTTPS from the API server.
     Serve(crate::server::ServeArgs),
+    /// Write, build, test and inspect policies.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
 }
 
 /// Options every command that runs policies shares.
@@ -117,7 +121,7 @@ pub fn main() -> ExitCode {
     };
     let level = match cli.command {
         Command::Serve(_) => "info",
-        Command::Check(_) => "warn",
+        Command::Check(_) | Command::Policy(_) => "warn",
     };
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
@@ -144,6 +148,7 @@ pub fn main() -> ExitCode {
     }
     let exit = match cli.command {
         Command::Check(args) => check::run(args),
+        Command::Policy(command) => policy::run(command),
         // A server ends only on a signal, or on an error reported below.
         Command::Serve(args) => crate::server::run(args).map(|()| Exit::Admitted),
     };

@@ -1,0 +1,27 @@
+//! `agyn-admission policy`: the policy author's toolchain. `new` makes a
+//! crate, `build` compiles it to a component with its metadata, `test`
+//! runs declarative tests through the engine as the webhook runs policies,
+//! and `inspect` says what a component holds.
+
+mod inspect;
+mod test;
+
+use super::Exit;
+use clap::Subcommand;
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Run declarative test files (objects, settings, operation, user;
+    /// expected verdict, messages, warnings, patch) through the engine.
+    Test(test::TestArgs),
+    /// Show what a component holds: policies, metadata, world, imports,
+    /// size, sha256.
+    Inspect(inspect::InspectArgs),
+}
+
+pub fn run(command: PolicyCommand) -> anyhow::Result<Exit> {
+    match command {
+        PolicyCommand::Test(args) => test::run(args),
+        PolicyCommand::Inspect(args) => inspect::run(args),
+    }
+}
