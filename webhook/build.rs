@@ -19,7 +19,8 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const PROFILE: &str = "wasm";
+// POLICY_PROFILE, its settings and flags: shared with `policy build`.
+include!("src/cli/policy/profile.rs");
 
 /// One nested cargo invocation: a target and the components built for it.
 /// The bundle links the policy crates as libraries, which must not carry
@@ -130,7 +131,13 @@ fn build(cargo: &OsStr, root: &Path, target_dir: &Path, spec: &Build, toolchain:
     let mut command = tool(cargo, "cargo", toolchain);
     command
         .current_dir(root)
-        .args(["build", "--profile", PROFILE, "--target", spec.target])
+        .args([
+            "build",
+            "--profile",
+            POLICY_PROFILE,
+            "--target",
+            spec.target,
+        ])
         .arg("--target-dir")
         .arg(target_dir);
     for (package, feature, _) in spec.components {
@@ -139,15 +146,12 @@ fn build(cargo: &OsStr, root: &Path, target_dir: &Path, spec: &Build, toolchain:
             command.args(["--features", feature]);
         }
     }
+    for setting in POLICY_PROFILE_CONFIG {
+        command.args(["--config", setting]);
+    }
     scrub_environment(&mut command);
-    // Guest stack of 64 KiB: a policy needs little, and every page of
-    // memory an instance has is a page the pooling allocator resets after
-    // each evaluation.
     let triple = spec.target.to_uppercase().replace('-', "_");
-    command.env(
-        format!("CARGO_TARGET_{triple}_RUSTFLAGS"),
-        "-C link-arg=-zstack-size=65536",
-    );
+    command.env(format!("CARGO_TARGET_{triple}_RUSTFLAGS"), POLICY_RUSTFLAGS);
     let status = command
         .status()
         .unwrap_or_else(|e| panic!("cannot run {cargo:?} to build the policies: {e}"));
@@ -159,7 +163,7 @@ fn build(cargo: &OsStr, root: &Path, target_dir: &Path, spec: &Build, toolchain:
     for (package, _, var) in spec.components {
         let built = target_dir
             .join(spec.target)
-            .join(PROFILE)
+            .join(POLICY_PROFILE)
             .join(format!("{}.wasm", package.replace('-', "_")));
         assert!(built.exists(), "{} was not built", built.display());
         let component = if spec.target == "wasm32-wasip2" {

@@ -153,6 +153,25 @@ class Safety(unittest.TestCase):
                 else:
                     self.assertIn(("", "pods/ephemeralcontainers"), resources)
 
+    def test_the_rules_are_those_the_built_in_set_needs(self):
+        # `agyn-admission rules` derives them from the policies' metadata:
+        # the chart registers for exactly the requests the set judges.
+        run = subprocess.run([BINARY, "rules", "--no-cache", "-o", "json"],
+                             capture_output=True, text=True, check=True)
+        needed = json.loads(run.stdout)
+
+        def requests(rules):
+            return sorted((g, v, r, o) for rule in rules for g in rule["apiGroups"]
+                          for v in rule["apiVersions"] for r in rule["resources"]
+                          for o in rule["operations"])
+
+        _, configurations = self.configurations({})
+        for configuration in configurations:
+            kind = "mutating" if configuration["kind"].startswith("Mutating") else "validating"
+            for hook in configuration["webhooks"]:
+                with self.subTest(webhook=hook["name"]):
+                    self.assertEqual(requests(hook["rules"]), requests(needed[kind]))
+
     def test_platform_namespaces_only_leaves_the_rest_of_the_cluster_alone(self):
         _, configurations = self.configurations({"webhook": {"otherNamespaces": {"enabled": False}}})
         for configuration in configurations:

@@ -110,6 +110,31 @@ macro_rules! known_kinds {
             None
         }
 
+        /// The Rust type k8s-openapi gives a kind, by name, as source text:
+        /// `k8s_openapi::api::core::v1::Service`.
+        pub fn rust_type(kind: &str) -> Option<&'static str> {
+            use k8s_openapi::Resource;
+            $(
+                if <$ty as Resource>::KIND == kind {
+                    return Some(stringify!($ty));
+                }
+            )+
+            None
+        }
+
+        /// The kind k8s-openapi gives a group's resource (plural).
+        pub fn kind_of_resource(group: &str, resource: &str) -> Option<&'static str> {
+            use k8s_openapi::Resource;
+            $(
+                if <$ty as Resource>::GROUP == group
+                    && <$ty as Resource>::URL_PATH_SEGMENT == resource
+                {
+                    return Some(<$ty as Resource>::KIND);
+                }
+            )+
+            None
+        }
+
         /// A kind of an API group k8s-openapi types, if it knows the group.
         pub fn by_group(group: &str) -> Option<&'static str> {
             use k8s_openapi::Resource;

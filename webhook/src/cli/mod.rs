@@ -4,6 +4,7 @@ mod check;
 mod manifests;
 mod policy;
 mod report;
+mod rules;
 
 pub use check::judge_text;
 
@@ -40,6 +41,9 @@ enum Command {
     Check(check::CheckArgs),
     /// Run the admission webhook: AdmissionReviews over HTTPS from the API server.
     Serve(crate::server::ServeArgs),
+    /// Print the webhook rules a policy set needs (for the Validating and
+    /// Mutating webhook configurations).
+    Rules(rules::RulesArgs),
     /// Write, build, test and inspect policies.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -66,12 +70,17 @@ pub(crate) struct EngineArgs {
 
 impl EngineArgs {
     pub(crate) fn engine(&self) -> anyhow::Result<Engine> {
-        let cache_dir = if self.no_cache {
-            None
-        } else {
-            self.cache_dir.clone().or_else(default_cache_dir)
-        };
-        Engine::new(&EngineOptions { cache_dir })
+        Engine::new(&EngineOptions {
+            cache_dir: self.cache_root(),
+        })
+    }
+
+    /// The cache directory in use, if any.
+    pub(crate) fn cache_root(&self) -> Option<PathBuf> {
+        match self.no_cache {
+            true => None,
+            false => self.cache_dir.clone().or_else(default_cache_dir),
+        }
     }
 
     pub(crate) fn source(&self) -> crate::config::Source {
@@ -121,7 +130,7 @@ pub fn main() -> ExitCode {
     };
     let level = match cli.command {
         Command::Serve(_) => "info",
-        Command::Check(_) | Command::Policy(_) => "warn",
+        Command::Check(_) | Command::Policy(_) | Command::Rules(_) => "warn",
     };
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
@@ -149,6 +158,7 @@ pub fn main() -> ExitCode {
     let exit = match cli.command {
         Command::Check(args) => check::run(args),
         Command::Policy(command) => policy::run(command),
+        Command::Rules(args) => rules::run(args),
         // A server ends only on a signal, or on an error reported below.
         Command::Serve(args) => crate::server::run(args).map(|()| Exit::Admitted),
     };

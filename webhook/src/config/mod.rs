@@ -384,12 +384,23 @@ impl Match {
         })
     }
 
+    /// Whether the match lets the policy judge objects of `kind` (an empty
+    /// list of kinds lets every kind through).
+    pub fn names_kind(&self, kind: &str) -> bool {
+        self.kinds.is_empty() || self.kinds.iter().any(|k| k == kind)
+    }
+
+    /// The operations the match lets through.
+    pub fn operations(&self) -> &[Operation] {
+        &self.operations
+    }
+
     /// Whether a policy with this match may judge an object whose labels
     /// are unknown: everything but the label selector. Namespaces restrict
     /// namespaced objects only: a cluster-scoped object (`namespace` is
     /// `None`) has none to match, as with a webhook's namespaceSelector.
     pub fn may_match(&self, kind: &str, operation: Operation, namespace: Option<&str>) -> bool {
-        (self.kinds.is_empty() || self.kinds.iter().any(|k| k == kind))
+        self.names_kind(kind)
             && self.operations.contains(&operation)
             && namespace.is_none_or(|namespace| {
                 (self.namespaces.is_empty() || self.namespaces.iter().any(|n| n == namespace))

@@ -38,8 +38,8 @@ pub const MAX_MEMORY_LIMIT: usize = 1 << 30;
 pub const MAX_CONCURRENT_INSTANCES: u32 = 256;
 
 /// What one component instance may hold. A Rust component has one to four
-/// core instances and one memory; a Python one (componentize-py) about 40
-/// core instances. The pool holds this much for every one of
+/// core instances and one memory; a Python one (componentize-py) 14 core
+/// instances, 38 with `--stub-wasi`. The pool holds this much for every one of
 /// [`MAX_CONCURRENT_INSTANCES`], so no mix of loaded components can exhaust
 /// it below that concurrency; a component needing more is refused at load.
 const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 64;

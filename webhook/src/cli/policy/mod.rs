@@ -3,7 +3,10 @@
 //! runs declarative tests through the engine as the webhook runs policies,
 //! and `inspect` says what a component holds.
 
+mod build;
 mod inspect;
+mod new;
+mod profile;
 mod test;
 
 use super::Exit;
@@ -11,6 +14,10 @@ use clap::Subcommand;
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
+    /// Create a policy crate that builds, tests and runs as created.
+    New(new::NewArgs),
+    /// Build a policy crate into a component, metadata embedded, checked to load.
+    Build(build::BuildArgs),
     /// Run declarative test files (objects, settings, operation, user;
     /// expected verdict, messages, warnings, patch) through the engine.
     Test(test::TestArgs),
@@ -21,6 +28,8 @@ pub enum PolicyCommand {
 
 pub fn run(command: PolicyCommand) -> anyhow::Result<Exit> {
     match command {
+        PolicyCommand::New(args) => new::run(args),
+        PolicyCommand::Build(args) => build::run(args),
         PolicyCommand::Test(args) => test::run(args),
         PolicyCommand::Inspect(args) => inspect::run(args),
     }
