@@ -81,8 +81,9 @@ impl Server {
         let pki = Pki::new();
         pki.issue(&dir, "agyn-admission");
         let mut command = Command::new(BIN);
-        // JSON logs (a later --log-format in `extra` overrides it), and no
-        // shutdown delay unless `extra` asks for one.
+        // JSON logs (a later --log-format in `extra` overrides it), no
+        // shutdown delay unless `extra` asks for one, and the tests' shared
+        // cache unless `extra` names another (clap refuses a flag twice).
         command
             .args(["--log-format", "json", "serve", "--tls-cert-file"])
             .arg(dir.join("tls.crt"))
@@ -94,8 +95,14 @@ impl Server {
             } else {
                 &["--shutdown-delay", "0s"][..]
             })
-            .arg("--cache-dir")
-            .arg(crate::common::cache_dir())
+            .args(if extra.contains(&"--cache-dir") {
+                vec![]
+            } else {
+                vec![
+                    "--cache-dir".into(),
+                    crate::common::cache_dir().into_os_string(),
+                ]
+            })
             .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -176,8 +183,18 @@ impl Server {
     /// POSTs a body; returns the status and the body, parsed as JSON if it
     /// is JSON.
     pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
-        let response = self
-            .client()
+        self.post_with(&self.client(), path, body).await
+    }
+
+    /// [`Server::post`] over `client`'s connections: concurrent requests
+    /// then share them, as the API server's do.
+    pub async fn post_with(
+        &self,
+        client: &reqwest::Client,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, Value) {
+        let response = client
             .post(self.url(path))
             .header("content-type", "application/json")
             .body(body)
@@ -193,7 +210,19 @@ impl Server {
     /// Sends one AdmissionReview and returns its response, checking the
     /// envelope as the API server does.
     pub async fn review(&self, path: &str, request: &Value) -> Value {
-        let (status, body) = self.post(path, review(request).to_string()).await;
+        self.review_with(&self.client(), path, request).await
+    }
+
+    /// [`Server::review`] over `client`'s connections.
+    pub async fn review_with(
+        &self,
+        client: &reqwest::Client,
+        path: &str,
+        request: &Value,
+    ) -> Value {
+        let (status, body) = self
+            .post_with(client, path, review(request).to_string())
+            .await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["apiVersion"], "admission.k8s.io/v1");
         assert_eq!(body["kind"], "AdmissionReview");
