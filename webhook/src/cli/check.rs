@@ -10,6 +10,7 @@ use anyhow::Context;
 use kube::core::GroupVersionKind;
 use kube::core::admission::Operation;
 use serde_json::Value;
+use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -51,8 +52,11 @@ pub fn run(args: CheckArgs) -> anyhow::Result<Exit> {
         results.push(result);
         Ok(())
     })?;
-    let mut stdout = std::io::stdout().lock();
+    // Stdout is line-buffered: unbuffered, a pretty-printed report of
+    // 10,000 objects took 330,000 write calls.
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     report::write(&mut stdout, args.output, args.show_patch, &results)?;
+    stdout.flush()?;
     Ok(if results.iter().all(|r| r.allowed) {
         Exit::Admitted
     } else {
