@@ -201,3 +201,57 @@ fn junit_and_sarif_reports() {
                 .ends_with("host-access-pod.yaml")
     }));
 }
+
+/// A pod that every built-in policy admits unchanged.
+fn compliant_pod(name: &str) -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/typical-pod.yaml"),
+    )
+    .unwrap()
+    .replace("agent-api-7f9c8d6b5-x2k4p", name)
+}
+
+#[test]
+fn files_judged_in_parallel_are_reported_in_order() {
+    let dir = common::temp_dir("many");
+    for i in 0..40 {
+        std::fs::write(
+            dir.join(format!("pod-{i:02}.yaml")),
+            compliant_pod(&format!("pod-{i}")),
+        )
+        .unwrap();
+    }
+    let out = check(&["-o", "json", dir.to_str().unwrap()], None);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names: Vec<String> = json(&out)
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect();
+    let expected: Vec<String> = (0..40).map(|i| format!("pod-{i}")).collect();
+    assert_eq!(names, expected);
+
+    // The first broken file in order is the one reported, although the one
+    // after it, being short, fails first on another core.
+    let slow: String = (0..300)
+        .map(|i| format!("---\n{}", compliant_pod(&format!("slow-{i}"))))
+        .collect();
+    std::fs::write(
+        dir.join("pod-07.yaml"),
+        format!("{slow}---\njust a string\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("pod-08.yaml"), "just a string\n").unwrap();
+    let out = check(&[dir.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("pod-07.yaml#301: not a Kubernetes object"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}

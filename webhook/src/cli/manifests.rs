@@ -31,34 +31,55 @@ pub struct Manifest {
     pub object: Value,
 }
 
-/// Hands every object in `paths` to `judge`, in order, one file at a time
-/// so that a large tree is never all in memory; directories are read
-/// recursively (`*.yaml`, `*.yml`, `*.json`, sorted by name), `-` is stdin.
-pub fn for_each(
-    paths: &[PathBuf],
-    mut judge: impl FnMut(Manifest) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let mut file = |name: &str, text: &str| -> anyhow::Result<()> {
-        let mut manifests = Vec::new();
-        parse(name, text, &mut manifests)?;
-        manifests.into_iter().try_for_each(&mut judge)
-    };
-    for path in paths {
-        if path.as_os_str() == "-" {
-            let mut text = String::new();
-            std::io::stdin()
-                .read_to_string(&mut text)
-                .context("cannot read stdin")?;
-            file("-", &text)?;
-        } else if path.is_dir() {
-            for path in files_under(path)? {
-                file(&path.display().to_string(), &read(&path)?)?;
-            }
-        } else {
-            file(&path.display().to_string(), &read(path)?)?;
+/// One file to read: a manifest file, or stdin.
+pub enum Input {
+    Stdin,
+    File(PathBuf),
+}
+
+impl Input {
+    /// The file's name in results and errors: `-` for stdin.
+    pub fn name(&self) -> String {
+        match self {
+            Input::Stdin => "-".to_string(),
+            Input::File(path) => path.display().to_string(),
         }
     }
-    Ok(())
+
+    pub fn read(&self) -> anyhow::Result<String> {
+        match self {
+            Input::Stdin => {
+                let mut text = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut text)
+                    .context("cannot read stdin")?;
+                Ok(text)
+            }
+            Input::File(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+}
+
+/// The files `paths` name, in order: directories are read recursively
+/// (`*.yaml`, `*.yml`, `*.json`, sorted by name), `-` is stdin. A directory
+/// that cannot be listed ends the list: its error comes with the files
+/// before it, which are to be judged first, as they come first.
+pub fn inputs(paths: &[PathBuf]) -> (Vec<Input>, Option<anyhow::Error>) {
+    let mut inputs = Vec::new();
+    for path in paths {
+        if path.as_os_str() == "-" {
+            inputs.push(Input::Stdin);
+        } else if path.is_dir() {
+            match files_under(path) {
+                Ok(files) => inputs.extend(files.into_iter().map(Input::File)),
+                Err(e) => return (inputs, Some(e)),
+            }
+        } else {
+            inputs.push(Input::File(path.clone()));
+        }
+    }
+    (inputs, None)
 }
 
 fn files_under(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
@@ -81,10 +102,6 @@ fn files_under(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     }
     files.sort();
     Ok(files)
-}
-
-fn read(path: &Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
 pub(super) fn parse(file: &str, text: &str, out: &mut Vec<Manifest>) -> anyhow::Result<()> {
