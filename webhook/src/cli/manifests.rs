@@ -1,8 +1,10 @@
 //! Reading manifests: files, directories and stdin; YAML streams, JSON, and
 //! `kind: List`.
 
+use super::fast_yaml;
 use anyhow::{Context, bail};
 use serde_json::Value;
+use serde_saphyr::Spanned;
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -14,6 +16,10 @@ pub struct Origin {
     pub file: String,
     pub document: usize,
     pub item: Option<usize>,
+    /// The line the document's object starts on, 1-based.
+    pub line: usize,
+    /// The file holds other documents too.
+    pub one_of_several: bool,
 }
 
 impl fmt::Display for Origin {
@@ -110,16 +116,30 @@ fn files_under(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 pub(super) fn parse(file: &str, text: &str, out: &mut Vec<Manifest>) -> anyhow::Result<()> {
-    let documents: Vec<Value> = if file.ends_with(".json") {
-        vec![serde_json::from_str(text).with_context(|| format!("{file}: invalid JSON"))?]
+    let documents: Vec<(usize, Value)> = if file.ends_with(".json") {
+        let document =
+            serde_json::from_str(text).with_context(|| format!("{file}: invalid JSON"))?;
+        let blank = text.len() - text.trim_start_matches([' ', '\t', '\r', '\n']).len();
+        let line = 1 + text[..blank].matches('\n').count();
+        vec![(line, document)]
+    } else if let Some(documents) = fast_yaml::documents(text) {
+        documents
     } else {
-        serde_saphyr::from_str_multiple(text).with_context(|| format!("{file}: invalid YAML"))?
+        let documents: Vec<Spanned<Value>> = serde_saphyr::from_str_multiple(text)
+            .with_context(|| format!("{file}: invalid YAML"))?;
+        documents
+            .into_iter()
+            .map(|document| (document.referenced.line() as usize, document.value))
+            .collect()
     };
-    for (index, document) in documents.into_iter().enumerate() {
+    let one_of_several = documents.len() > 1;
+    for (index, (line, document)) in documents.into_iter().enumerate() {
         let origin = Origin {
             file: file.to_string(),
             document: index + 1,
             item: None,
+            line,
+            one_of_several,
         };
         match document {
             Value::Null => {}

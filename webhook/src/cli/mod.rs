@@ -1,6 +1,7 @@
 //! The command line: `check` (the CI dry run) and the shared options.
 
 mod check;
+mod fast_yaml;
 mod manifests;
 mod report;
 
