@@ -193,13 +193,113 @@ fn junit_and_sarif_reports() {
     assert_eq!(sarif["version"], "2.1.0");
     let results = sarif["runs"][0]["results"].as_array().unwrap();
     assert!(results.iter().all(|r| r["level"] == "error"));
+    // The pod starts on line 2, below a comment.
     assert!(results.iter().any(|r| {
+        let location = &r["locations"][0]["physicalLocation"];
         r["ruleId"] == "workload-isolation"
-            && r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+            && location["artifactLocation"]["uri"]
                 .as_str()
                 .unwrap()
                 .ends_with("host-access-pod.yaml")
+            && location["region"] == serde_json::json!({"startLine": 2})
     }));
+}
+
+/// A stream of documents: a comment, an admitted pod, a denied one after a
+/// blank line and a comment, and a List of two (one denied).
+const STREAM: &str = "# header\n\
+apiVersion: v1
+kind: Pod
+metadata: {name: fine}
+spec:
+  automountServiceAccountToken: false
+  securityContext: {runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}}
+  containers:
+    - name: c
+      image: i
+      securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}
+---
+
+# the second
+apiVersion: v1
+kind: Pod
+metadata: {name: root}
+spec: {containers: [{name: c, image: i, securityContext: {runAsUser: 0}}]}
+---
+apiVersion: v1
+kind: List
+items:
+  - {apiVersion: v1, kind: ConfigMap, metadata: {name: cm}}
+  - {apiVersion: v1, kind: Pod, metadata: {name: root-too}, spec: {containers: [{name: c, image: i, securityContext: {runAsUser: 0}}]}}
+";
+
+#[test]
+fn reports_point_at_the_line_each_object_starts_on() {
+    let dir = common::temp_dir("lines");
+    let file = dir.join("stream.yaml");
+    std::fs::write(&file, STREAM).unwrap();
+    // The same stream with an anchor, which the fast YAML path leaves to
+    // serde-saphyr: the lines must not depend on the reader.
+    let anchored = dir.join("anchored.yaml");
+    std::fs::write(&anchored, STREAM.replace("name: c\n", "name: &n c\n")).unwrap();
+    for file in [&file, &anchored] {
+        let path = file.to_str().unwrap();
+        let out = check(&["-o", "json", path], None);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines: Vec<(String, u64)> = json(&out)
+            .iter()
+            .map(|r| {
+                (
+                    r["name"].as_str().unwrap().into(),
+                    r["line"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        let expected = [("fine", 2), ("root", 15), ("cm", 20), ("root-too", 20)];
+        assert_eq!(lines, expected.map(|(n, l)| (n.to_string(), l)), "{path}");
+
+        let out = check(&["-o", "sarif", path], None);
+        let sarif: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let regions: Vec<&Value> = sarif["runs"][0]["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| &r["locations"][0]["physicalLocation"]["region"]["startLine"])
+            .collect();
+        assert!(!regions.is_empty());
+        assert!(regions.iter().all(|l| *l == 15 || *l == 20), "{regions:?}");
+        assert!(regions.contains(&&Value::from(15)) && regions.contains(&&Value::from(20)));
+    }
+
+    let path = file.to_str().unwrap();
+    let table = String::from_utf8(check(&[path], None).stdout).unwrap();
+    assert!(
+        table.contains(&format!("Pod default/root  {path}#2, line 15 (mutated")),
+        "{table}"
+    );
+    assert!(
+        table.contains(&format!(
+            "Pod default/root-too  {path}#3.items[1], line 20 ("
+        )),
+        "{table}"
+    );
+    let junit = String::from_utf8(check(&["-o", "junit", path], None).stdout).unwrap();
+    assert!(
+        junit.contains(&format!(
+            r#"<testcase classname="{path}#2" name="Pod default/root" file="{path}" line="15">"#
+        )),
+        "{junit}"
+    );
+
+    // A file of one document says no line in the table.
+    let bare = examples().join("agyn/debug-pod.yaml");
+    let table = String::from_utf8(check(&[bare.to_str().unwrap()], None).stdout).unwrap();
+    assert!(table.contains("debug-pod.yaml#1 (mutated"), "{table}");
 }
 
 /// A pod that every built-in policy admits unchanged.

@@ -27,6 +27,8 @@ pub enum Format {
 pub struct CheckResult {
     #[serde(serialize_with = "display")]
     pub source: Origin,
+    /// The line of its file the object starts on.
+    pub line: usize,
     pub kind: String,
     pub namespace: String,
     pub name: String,
@@ -49,6 +51,7 @@ fn display<S: serde::Serializer>(origin: &Origin, s: S) -> Result<S::Ok, S::Erro
 impl CheckResult {
     pub fn new(source: Origin, kind: String, namespace: String, name: String) -> Self {
         CheckResult {
+            line: source.line,
             source,
             kind,
             namespace,
@@ -75,6 +78,16 @@ impl CheckResult {
 
     fn title(&self) -> String {
         format!("{} {}/{}", self.kind, self.namespace, self.name)
+    }
+
+    /// Where the table and JUnit point: the source, and in a file of
+    /// several documents the line the object starts on.
+    fn place(&self) -> String {
+        if self.source.one_of_several {
+            format!("{}, line {}", self.source, self.line)
+        } else {
+            self.source.to_string()
+        }
     }
 }
 
@@ -128,7 +141,7 @@ fn table(out: &mut impl Write, show_patch: bool, results: &[CheckResult]) -> io:
         } else if !r.patch.0.is_empty() {
             note = format!(" (mutated: {} patch operations)", r.patch.0.len());
         }
-        writeln!(out, "{verdict:<9}{}  {}{note}", r.title(), r.source)?;
+        writeln!(out, "{verdict:<9}{}  {}{note}", r.title(), r.place())?;
         for (mark, list) in [
             ("deny", &r.violations),
             ("warn", &r.warnings),
@@ -158,11 +171,14 @@ fn junit(out: &mut impl Write, results: &[CheckResult]) -> io::Result<()> {
         results.len()
     )?;
     for r in results {
+        // `file` and `line` are the attributes CI test reports link from.
         write!(
             out,
-            r#"<testcase classname="{}" name="{}">"#,
+            r#"<testcase classname="{}" name="{}" file="{}" line="{}">"#,
             xml(&r.source.to_string()),
-            xml(&r.title())
+            xml(&r.title()),
+            xml(&r.source.file),
+            r.line
         )?;
         if let Some(reason) = &r.skipped {
             write!(out, r#"<skipped message="{}"/>"#, xml(reason))?;
@@ -207,18 +223,25 @@ fn sarif(results: &[CheckResult]) -> Value {
                 "warnings" => "warning",
                 _ => "note",
             };
-            [("violations", &r.violations), ("warnings", &r.warnings), ("audit", &r.audit)]
-                .into_iter()
-                .flat_map(move |(list, items)| {
-                    items.iter().map(move |v| {
-                        json!({
-                            "ruleId": v.policy,
-                            "level": level(list),
-                            "message": {"text": format!("{}: {}", r.title(), v.message)},
-                            "locations": [{"physicalLocation": {"artifactLocation": {"uri": r.source.file}}}],
-                        })
+            [
+                ("violations", &r.violations),
+                ("warnings", &r.warnings),
+                ("audit", &r.audit),
+            ]
+            .into_iter()
+            .flat_map(move |(list, items)| {
+                items.iter().map(move |v| {
+                    json!({
+                        "ruleId": v.policy,
+                        "level": level(list),
+                        "message": {"text": format!("{}: {}", r.title(), v.message)},
+                        "locations": [{"physicalLocation": {
+                            "artifactLocation": {"uri": r.source.file},
+                            "region": {"startLine": r.line},
+                        }}],
                     })
                 })
+            })
         })
         .collect();
     json!({
@@ -228,9 +251,14 @@ fn sarif(results: &[CheckResult]) -> Value {
             "tool": {"driver": {
                 "name": "agyn-admission",
                 "version": env!("CARGO_PKG_VERSION"),
-                "rules": rules.iter().map(|id| json!({"id": id})).collect::<Vec<_>>(),
+                "rules": rules.iter().map(|id| rule(id)).collect::<Vec<_>>(),
             }},
             "results": findings,
         }],
     })
+}
+
+/// A SARIF rule: a policy, by its name.
+fn rule(policy: &str) -> Value {
+    json!({"id": policy})
 }
