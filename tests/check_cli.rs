@@ -302,6 +302,73 @@ fn reports_point_at_the_line_each_object_starts_on() {
     assert!(table.contains("debug-pod.yaml#1 (mutated"), "{table}");
 }
 
+#[test]
+fn a_policy_that_fails_under_failure_policy_ignore_is_a_warning() {
+    let dir = common::temp_dir("ignored-failure");
+    let set = dir.join("set.yaml");
+    std::fs::write(
+        &set,
+        format!(
+            "apiVersion: agyn.io/v1alpha1\nkind: PolicySet\npolicies:\n  - {{name: trap, module: {}, failurePolicy: Ignore}}\n",
+            common::HOSTILE_WASM
+        ),
+    )
+    .unwrap();
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: i}]}\n";
+    let run = |format: &str| {
+        let out = check(
+            &["--policies", set.to_str().unwrap(), "-o", format, "-"],
+            Some(pod),
+        );
+        // Ignore admits the object.
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let failed = "the policy failed (failurePolicy: Ignore, so it was left out): it trapped: ";
+
+    let table = run("table");
+    assert!(
+        table.starts_with("ADMITTED Pod default/p  -#1\n"),
+        "{table}"
+    );
+    assert!(
+        table.contains(&format!("  warn  trap: {failed}")),
+        "{table}"
+    );
+    assert!(table.contains("unreachable"), "{table}");
+
+    let results: Vec<Value> = serde_json::from_str(&run("json")).unwrap();
+    let warnings = results[0]["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1);
+    assert_eq!(warnings[0]["policy"], "trap");
+    assert!(warnings[0]["message"].as_str().unwrap().starts_with(failed));
+    assert_eq!(results[0]["allowed"], true);
+
+    let junit = run("junit");
+    assert!(junit.contains(r#"tests="1" failures="0""#), "{junit}");
+    assert!(
+        junit.contains(&format!("<system-out>warn trap: {failed}")),
+        "{junit}"
+    );
+
+    let sarif: Value = serde_json::from_str(&run("sarif")).unwrap();
+    let results = sarif["runs"][0]["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0]["level"], "warning");
+    assert_eq!(results[0]["ruleId"], "trap");
+    assert!(
+        results[0]["message"]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("Pod default/p: {failed}"))
+    );
+}
+
 /// A pod that every built-in policy admits unchanged.
 fn compliant_pod(name: &str) -> String {
     std::fs::read_to_string(

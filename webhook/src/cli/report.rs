@@ -3,7 +3,8 @@
 //! mutating webhook would leave them.
 
 use super::manifests::Origin;
-use crate::admission::{Decision, Violation};
+use crate::admission::{Decision, PolicyOutcome, Violation};
+use crate::config::FailurePolicy;
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::io::{self, Write};
@@ -70,6 +71,21 @@ impl CheckResult {
         self.allowed = decision.allowed();
         self.violations = decision.violations();
         self.warnings = decision.warnings();
+        // A policy that fails under `failurePolicy: Ignore` admits the
+        // object as if it were not there, and the webhook says nothing of
+        // it: a dry run is where to find out.
+        self.warnings
+            .extend(decision.results.iter().filter_map(|r| match &r.outcome {
+                PolicyOutcome::Failed(e) if r.failure_policy == FailurePolicy::Ignore => {
+                    Some(Violation {
+                        policy: r.policy.clone(),
+                        message: format!(
+                            "the policy failed (failurePolicy: Ignore, so it was left out): it {e}"
+                        ),
+                    })
+                }
+                _ => None,
+            }));
         self.audit = decision.audit();
         self.skipped = decision.skipped;
         self.patch = decision.patch;
@@ -78,6 +94,12 @@ impl CheckResult {
 
     fn title(&self) -> String {
         format!("{} {}/{}", self.kind, self.namespace, self.name)
+    }
+
+    /// The messages that do not deny, marked as the table marks them.
+    fn notes(&self) -> impl Iterator<Item = (&'static str, &Violation)> {
+        let warnings = self.warnings.iter().map(|v| ("warn", v));
+        warnings.chain(self.audit.iter().map(|v| ("audit", v)))
     }
 
     /// Where the table and JUnit point: the source, and in a file of
@@ -142,14 +164,9 @@ fn table(out: &mut impl Write, show_patch: bool, results: &[CheckResult]) -> io:
             note = format!(" (mutated: {} patch operations)", r.patch.0.len());
         }
         writeln!(out, "{verdict:<9}{}  {}{note}", r.title(), r.place())?;
-        for (mark, list) in [
-            ("deny", &r.violations),
-            ("warn", &r.warnings),
-            ("audit", &r.audit),
-        ] {
-            for v in list {
-                writeln!(out, "  {mark:<6}{}: {}", v.policy, v.message)?;
-            }
+        let denials = r.violations.iter().map(|v| ("deny", v));
+        for (mark, v) in denials.chain(r.notes()) {
+            writeln!(out, "  {mark:<6}{}: {}", v.policy, v.message)?;
         }
         if show_patch && !r.patch.0.is_empty() {
             writeln!(out, "  patch: {}", serde_json::to_string(&r.patch)?)?;
@@ -194,6 +211,13 @@ fn junit(out: &mut impl Write, results: &[CheckResult]) -> io::Result<()> {
                 r.violations.len(),
                 xml(&text.join("\n"))
             )?;
+        }
+        let notes: Vec<String> = r
+            .notes()
+            .map(|(mark, v)| format!("{mark} {}: {}", v.policy, v.message))
+            .collect();
+        if !notes.is_empty() {
+            write!(out, "<system-out>{}</system-out>", xml(&notes.join("\n")))?;
         }
         writeln!(out, "</testcase>")?;
     }
