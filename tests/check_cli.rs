@@ -166,10 +166,24 @@ fn input_errors_exit_2_and_name_the_file_and_document() {
         "{stderr}"
     );
 
-    let out = check(&["/nonexistent/manifest.yaml"], None);
-    assert_eq!(out.status.code(), Some(2));
-    let out = check(&["--policies", "/nonexistent/set.yaml", "-"], Some(""));
-    assert_eq!(out.status.code(), Some(2));
+    // A file that cannot be read: its name, and the cause once.
+    for (args, file) in [
+        (
+            &["/nonexistent/manifest.yaml"][..],
+            "/nonexistent/manifest.yaml",
+        ),
+        (
+            &["--policies", "/nonexistent/set.yaml", "-"],
+            "/nonexistent/set.yaml",
+        ),
+    ] {
+        let out = check(args, Some(""));
+        assert_eq!(out.status.code(), Some(2));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            format!("error: cannot read {file}: No such file or directory (os error 2)\n")
+        );
+    }
     let out = check(&["--output", "xml", "-"], Some(""));
     assert_eq!(out.status.code(), Some(2));
 }
