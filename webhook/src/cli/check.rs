@@ -67,11 +67,15 @@ pub fn run(args: CheckArgs) -> anyhow::Result<Exit> {
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     report::write(&mut stdout, args.output, args.show_patch, &results)?;
     stdout.flush()?;
-    Ok(if results.iter().all(|r| r.allowed) {
+    let exit = if results.iter().all(|r| r.allowed) {
         Exit::Admitted
     } else {
         Exit::Denied
-    })
+    };
+    // The process ends here. Freeing the results one by one, on another
+    // thread than the one that made them, took 50 ms for 10,000 objects.
+    std::mem::forget(results);
+    Ok(exit)
 }
 
 /// Reads and judges the inputs on every core, one file per worker at a
