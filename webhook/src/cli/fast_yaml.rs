@@ -244,9 +244,6 @@ impl<'a> Reader<'a> {
         loop {
             self.count_entry(depth)?;
             let key = self.block_key()?;
-            if map.contains_key(&key) {
-                return None;
-            }
             self.skip_spaces();
             let (value, next) = if matches!(self.peek(), 0 | b'\n' | b'#') {
                 self.end_of_line()?;
@@ -256,7 +253,9 @@ impl<'a> Reader<'a> {
                 let value = self.inline_value(indent + 1, depth + 1)?;
                 (value, self.next_line()?)
             };
-            map.insert(key, value);
+            if map.insert(key, value).is_some() {
+                return None;
+            }
             match next {
                 Next::Content(i) if i == indent => continue,
                 Next::Content(i) if i > indent => return None,
