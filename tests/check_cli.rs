@@ -166,10 +166,24 @@ fn input_errors_exit_2_and_name_the_file_and_document() {
         "{stderr}"
     );
 
-    let out = check(&["/nonexistent/manifest.yaml"], None);
-    assert_eq!(out.status.code(), Some(2));
-    let out = check(&["--policies", "/nonexistent/set.yaml", "-"], Some(""));
-    assert_eq!(out.status.code(), Some(2));
+    // A file that cannot be read: its name, and the cause once.
+    for (args, file) in [
+        (
+            &["/nonexistent/manifest.yaml"][..],
+            "/nonexistent/manifest.yaml",
+        ),
+        (
+            &["--policies", "/nonexistent/set.yaml", "-"],
+            "/nonexistent/set.yaml",
+        ),
+    ] {
+        let out = check(args, Some(""));
+        assert_eq!(out.status.code(), Some(2));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            format!("error: cannot read {file}: No such file or directory (os error 2)\n")
+        );
+    }
     let out = check(&["--output", "xml", "-"], Some(""));
     assert_eq!(out.status.code(), Some(2));
 }
@@ -193,11 +207,232 @@ fn junit_and_sarif_reports() {
     assert_eq!(sarif["version"], "2.1.0");
     let results = sarif["runs"][0]["results"].as_array().unwrap();
     assert!(results.iter().all(|r| r["level"] == "error"));
+    // The pod starts on line 2, below a comment.
     assert!(results.iter().any(|r| {
+        let location = &r["locations"][0]["physicalLocation"];
         r["ruleId"] == "workload-isolation"
-            && r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+            && location["artifactLocation"]["uri"]
                 .as_str()
                 .unwrap()
                 .ends_with("host-access-pod.yaml")
+            && location["region"] == serde_json::json!({"startLine": 2})
     }));
+}
+
+/// A stream of documents: a comment, an admitted pod, a denied one after a
+/// blank line and a comment, and a List of two (one denied).
+const STREAM: &str = "# header\n\
+apiVersion: v1
+kind: Pod
+metadata: {name: fine}
+spec:
+  automountServiceAccountToken: false
+  securityContext: {runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}}
+  containers:
+    - name: c
+      image: i
+      securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}
+---
+
+# the second
+apiVersion: v1
+kind: Pod
+metadata: {name: root}
+spec: {containers: [{name: c, image: i, securityContext: {runAsUser: 0}}]}
+---
+apiVersion: v1
+kind: List
+items:
+  - {apiVersion: v1, kind: ConfigMap, metadata: {name: cm}}
+  - {apiVersion: v1, kind: Pod, metadata: {name: root-too}, spec: {containers: [{name: c, image: i, securityContext: {runAsUser: 0}}]}}
+";
+
+#[test]
+fn reports_point_at_the_line_each_object_starts_on() {
+    let dir = common::temp_dir("lines");
+    let file = dir.join("stream.yaml");
+    std::fs::write(&file, STREAM).unwrap();
+    // The same stream with an anchor, which the fast YAML path leaves to
+    // serde-saphyr: the lines must not depend on the reader.
+    let anchored = dir.join("anchored.yaml");
+    std::fs::write(&anchored, STREAM.replace("name: c\n", "name: &n c\n")).unwrap();
+    for file in [&file, &anchored] {
+        let path = file.to_str().unwrap();
+        let out = check(&["-o", "json", path], None);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines: Vec<(String, u64)> = json(&out)
+            .iter()
+            .map(|r| {
+                (
+                    r["name"].as_str().unwrap().into(),
+                    r["line"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        let expected = [("fine", 2), ("root", 15), ("cm", 20), ("root-too", 20)];
+        assert_eq!(lines, expected.map(|(n, l)| (n.to_string(), l)), "{path}");
+
+        let out = check(&["-o", "sarif", path], None);
+        let sarif: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let regions: Vec<&Value> = sarif["runs"][0]["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| &r["locations"][0]["physicalLocation"]["region"]["startLine"])
+            .collect();
+        assert!(!regions.is_empty());
+        assert!(regions.iter().all(|l| *l == 15 || *l == 20), "{regions:?}");
+        assert!(regions.contains(&&Value::from(15)) && regions.contains(&&Value::from(20)));
+    }
+
+    let path = file.to_str().unwrap();
+    let table = String::from_utf8(check(&[path], None).stdout).unwrap();
+    assert!(
+        table.contains(&format!("Pod default/root  {path}#2, line 15 (mutated")),
+        "{table}"
+    );
+    assert!(
+        table.contains(&format!(
+            "Pod default/root-too  {path}#3.items[1], line 20 ("
+        )),
+        "{table}"
+    );
+    let junit = String::from_utf8(check(&["-o", "junit", path], None).stdout).unwrap();
+    assert!(
+        junit.contains(&format!(
+            r#"<testcase classname="{path}#2" name="Pod default/root" file="{path}" line="15">"#
+        )),
+        "{junit}"
+    );
+
+    // A file of one document says no line in the table.
+    let bare = examples().join("agyn/debug-pod.yaml");
+    let table = String::from_utf8(check(&[bare.to_str().unwrap()], None).stdout).unwrap();
+    assert!(table.contains("debug-pod.yaml#1 (mutated"), "{table}");
+}
+
+#[test]
+fn a_policy_that_fails_under_failure_policy_ignore_is_a_warning() {
+    let dir = common::temp_dir("ignored-failure");
+    let set = dir.join("set.yaml");
+    std::fs::write(
+        &set,
+        format!(
+            "apiVersion: agyn.io/v1alpha1\nkind: PolicySet\npolicies:\n  - {{name: trap, module: {}, failurePolicy: Ignore}}\n",
+            common::HOSTILE_WASM
+        ),
+    )
+    .unwrap();
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: i}]}\n";
+    let run = |format: &str| {
+        let out = check(
+            &["--policies", set.to_str().unwrap(), "-o", format, "-"],
+            Some(pod),
+        );
+        // Ignore admits the object.
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let failed = "the policy failed (failurePolicy: Ignore, so it was left out): it trapped: ";
+
+    let table = run("table");
+    assert!(
+        table.starts_with("ADMITTED Pod default/p  -#1\n"),
+        "{table}"
+    );
+    assert!(
+        table.contains(&format!("  warn  trap: {failed}")),
+        "{table}"
+    );
+    assert!(table.contains("unreachable"), "{table}");
+
+    let results: Vec<Value> = serde_json::from_str(&run("json")).unwrap();
+    let warnings = results[0]["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1);
+    assert_eq!(warnings[0]["policy"], "trap");
+    assert!(warnings[0]["message"].as_str().unwrap().starts_with(failed));
+    assert_eq!(results[0]["allowed"], true);
+
+    let junit = run("junit");
+    assert!(junit.contains(r#"tests="1" failures="0""#), "{junit}");
+    assert!(
+        junit.contains(&format!("<system-out>warn trap: {failed}")),
+        "{junit}"
+    );
+
+    let sarif: Value = serde_json::from_str(&run("sarif")).unwrap();
+    let results = sarif["runs"][0]["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0]["level"], "warning");
+    assert_eq!(results[0]["ruleId"], "trap");
+    assert!(
+        results[0]["message"]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("Pod default/p: {failed}"))
+    );
+}
+
+/// A pod that every built-in policy admits unchanged.
+fn compliant_pod(name: &str) -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/typical-pod.yaml"),
+    )
+    .unwrap()
+    .replace("agent-api-7f9c8d6b5-x2k4p", name)
+}
+
+#[test]
+fn files_judged_in_parallel_are_reported_in_order() {
+    let dir = common::temp_dir("many");
+    for i in 0..40 {
+        std::fs::write(
+            dir.join(format!("pod-{i:02}.yaml")),
+            compliant_pod(&format!("pod-{i}")),
+        )
+        .unwrap();
+    }
+    let out = check(&["-o", "json", dir.to_str().unwrap()], None);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names: Vec<String> = json(&out)
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect();
+    let expected: Vec<String> = (0..40).map(|i| format!("pod-{i}")).collect();
+    assert_eq!(names, expected);
+
+    // The first broken file in order is the one reported, although the one
+    // after it, being short, fails first on another core.
+    let slow: String = (0..300)
+        .map(|i| format!("---\n{}", compliant_pod(&format!("slow-{i}"))))
+        .collect();
+    std::fs::write(
+        dir.join("pod-07.yaml"),
+        format!("{slow}---\njust a string\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("pod-08.yaml"), "just a string\n").unwrap();
+    let out = check(&[dir.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("pod-07.yaml#301: not a Kubernetes object"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
 }

@@ -1,7 +1,7 @@
 //! `agyn-admission check`: the same engine and policy set as the webhook,
 //! over manifests, offline.
 
-use super::manifests::{self, Manifest};
+use super::manifests::{self, Input, Manifest};
 use super::report::{self, CheckResult, Format};
 use super::{EngineArgs, Exit};
 use crate::admission::{self, AdmissionRequest};
@@ -10,7 +10,10 @@ use anyhow::Context;
 use kube::core::GroupVersionKind;
 use kube::core::admission::Operation;
 use serde_json::Value;
+use std::io::Write;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
@@ -38,26 +41,93 @@ pub struct CheckArgs {
 pub fn run(args: CheckArgs) -> anyhow::Result<Exit> {
     let engine = args.engine.engine()?;
     let set = PolicySet::load(&args.engine.source(), &engine)?;
+    let (inputs, unlisted) = manifests::inputs(&args.paths);
     // Results are printed only once every input has been read and judged:
     // an unreadable file ends the run with no partial report.
-    let mut results = Vec::new();
-    manifests::for_each(&args.paths, |manifest| {
-        let mut result = judge(&set, &args.namespace, manifest)?;
-        // Only `-o manifests` prints the objects; keeping thousands of them
-        // for nothing would multiply the memory of a large dry run.
-        if args.output != Format::Manifests {
-            result.object = Value::Null;
+    let results = in_order(&inputs, |input| {
+        let mut manifests = Vec::new();
+        manifests::parse(&input.name(), &input.read()?, &mut manifests)?;
+        let mut results = Vec::with_capacity(manifests.len());
+        for manifest in manifests {
+            let mut result = judge(&set, &args.namespace, manifest)?;
+            // Only `-o manifests` prints the objects; keeping thousands of
+            // them for nothing would multiply the memory of a large dry run.
+            if args.output != Format::Manifests {
+                result.object = Value::Null;
+            }
+            results.push(result);
         }
-        results.push(result);
-        Ok(())
+        Ok(results)
     })?;
-    let mut stdout = std::io::stdout().lock();
+    if let Some(e) = unlisted {
+        return Err(e);
+    }
+    // Stdout is line-buffered: unbuffered, a pretty-printed report of
+    // 10,000 objects took 330,000 write calls.
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     report::write(&mut stdout, args.output, args.show_patch, &results)?;
-    Ok(if results.iter().all(|r| r.allowed) {
+    stdout.flush()?;
+    let exit = if results.iter().all(|r| r.allowed) {
         Exit::Admitted
     } else {
         Exit::Denied
-    })
+    };
+    // The process ends here. Freeing the results one by one, on another
+    // thread than the one that made them, took 50 ms for 10,000 objects.
+    std::mem::forget(results);
+    Ok(exit)
+}
+
+/// Reads and judges the inputs on every core, one file per worker at a
+/// time (so a large tree is never all in memory), and returns their results
+/// in the inputs' order. On errors, the first input's in that order wins,
+/// as it would one file after the other; later inputs are then left unread.
+fn in_order(
+    inputs: &[Input],
+    judge: impl Fn(&Input) -> anyhow::Result<Vec<CheckResult>> + Sync,
+) -> anyhow::Result<Vec<CheckResult>> {
+    let next = AtomicUsize::new(0);
+    let first_failed = AtomicUsize::new(usize::MAX);
+    let workers = std::thread::available_parallelism()
+        .map_or(1, NonZeroUsize::get)
+        .min(inputs.len());
+    let mut judged: Vec<Option<anyhow::Result<Vec<CheckResult>>>> =
+        inputs.iter().map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= inputs.len() || i > first_failed.load(Ordering::Relaxed) {
+                            return done;
+                        }
+                        let result = judge(&inputs[i]);
+                        if result.is_err() {
+                            first_failed.fetch_min(i, Ordering::Relaxed);
+                        }
+                        done.push((i, result));
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            let done = worker
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            for (i, result) in done {
+                judged[i] = Some(result);
+            }
+        }
+    });
+    // Every input before the first that failed was judged, so the
+    // unjudged ones (`None`) all come after an error.
+    let mut results = Vec::new();
+    for result in judged.into_iter().map_while(|judged| judged) {
+        results.extend(result?);
+    }
+    Ok(results)
 }
 
 /// Reads the manifests of one file's text and judges each, as `check`

@@ -1,6 +1,7 @@
 //! The command line: `check` (the CI dry run) and the shared options.
 
 mod check;
+mod fast_yaml;
 mod manifests;
 mod policy;
 mod report;
@@ -165,8 +166,26 @@ pub fn main() -> ExitCode {
     match exit {
         Ok(exit) => exit.into(),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", causes(&e));
             Exit::Error.into()
         }
     }
+}
+
+/// The error and its causes, as `{:#}` joins them, but each message once:
+/// an error that quotes its cause in its own message (the policy set's
+/// "cannot read FILE: CAUSE") would otherwise print the cause twice.
+fn causes(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let message = cause.to_string();
+        if text.ends_with(&message) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&message);
+    }
+    text
 }

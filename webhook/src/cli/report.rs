@@ -3,7 +3,8 @@
 //! mutating webhook would leave them.
 
 use super::manifests::Origin;
-use crate::admission::{Decision, Violation};
+use crate::admission::{Decision, PolicyOutcome, Violation};
+use crate::config::FailurePolicy;
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::io::{self, Write};
@@ -27,6 +28,8 @@ pub enum Format {
 pub struct CheckResult {
     #[serde(serialize_with = "display")]
     pub source: Origin,
+    /// The line of its file the object starts on.
+    pub line: usize,
     pub kind: String,
     pub namespace: String,
     pub name: String,
@@ -49,6 +52,7 @@ fn display<S: serde::Serializer>(origin: &Origin, s: S) -> Result<S::Ok, S::Erro
 impl CheckResult {
     pub fn new(source: Origin, kind: String, namespace: String, name: String) -> Self {
         CheckResult {
+            line: source.line,
             source,
             kind,
             namespace,
@@ -67,6 +71,21 @@ impl CheckResult {
         self.allowed = decision.allowed();
         self.violations = decision.violations();
         self.warnings = decision.warnings();
+        // A policy that fails under `failurePolicy: Ignore` admits the
+        // object as if it were not there, and the webhook says nothing of
+        // it: a dry run is where to find out.
+        self.warnings
+            .extend(decision.results.iter().filter_map(|r| match &r.outcome {
+                PolicyOutcome::Failed(e) if r.failure_policy == FailurePolicy::Ignore => {
+                    Some(Violation {
+                        policy: r.policy.clone(),
+                        message: format!(
+                            "the policy failed (failurePolicy: Ignore, so it was left out): it {e}"
+                        ),
+                    })
+                }
+                _ => None,
+            }));
         self.audit = decision.audit();
         self.skipped = decision.skipped;
         self.patch = decision.patch;
@@ -75,6 +94,22 @@ impl CheckResult {
 
     fn title(&self) -> String {
         format!("{} {}/{}", self.kind, self.namespace, self.name)
+    }
+
+    /// The messages that do not deny, marked as the table marks them.
+    fn notes(&self) -> impl Iterator<Item = (&'static str, &Violation)> {
+        let warnings = self.warnings.iter().map(|v| ("warn", v));
+        warnings.chain(self.audit.iter().map(|v| ("audit", v)))
+    }
+
+    /// Where the table and JUnit point: the source, and in a file of
+    /// several documents the line the object starts on.
+    fn place(&self) -> String {
+        if self.source.one_of_several {
+            format!("{}, line {}", self.source, self.line)
+        } else {
+            self.source.to_string()
+        }
     }
 }
 
@@ -128,15 +163,10 @@ fn table(out: &mut impl Write, show_patch: bool, results: &[CheckResult]) -> io:
         } else if !r.patch.0.is_empty() {
             note = format!(" (mutated: {} patch operations)", r.patch.0.len());
         }
-        writeln!(out, "{verdict:<9}{}  {}{note}", r.title(), r.source)?;
-        for (mark, list) in [
-            ("deny", &r.violations),
-            ("warn", &r.warnings),
-            ("audit", &r.audit),
-        ] {
-            for v in list {
-                writeln!(out, "  {mark:<6}{}: {}", v.policy, v.message)?;
-            }
+        writeln!(out, "{verdict:<9}{}  {}{note}", r.title(), r.place())?;
+        let denials = r.violations.iter().map(|v| ("deny", v));
+        for (mark, v) in denials.chain(r.notes()) {
+            writeln!(out, "  {mark:<6}{}: {}", v.policy, v.message)?;
         }
         if show_patch && !r.patch.0.is_empty() {
             writeln!(out, "  patch: {}", serde_json::to_string(&r.patch)?)?;
@@ -158,11 +188,14 @@ fn junit(out: &mut impl Write, results: &[CheckResult]) -> io::Result<()> {
         results.len()
     )?;
     for r in results {
+        // `file` and `line` are the attributes CI test reports link from.
         write!(
             out,
-            r#"<testcase classname="{}" name="{}">"#,
+            r#"<testcase classname="{}" name="{}" file="{}" line="{}">"#,
             xml(&r.source.to_string()),
-            xml(&r.title())
+            xml(&r.title()),
+            xml(&r.source.file),
+            r.line
         )?;
         if let Some(reason) = &r.skipped {
             write!(out, r#"<skipped message="{}"/>"#, xml(reason))?;
@@ -178,6 +211,13 @@ fn junit(out: &mut impl Write, results: &[CheckResult]) -> io::Result<()> {
                 r.violations.len(),
                 xml(&text.join("\n"))
             )?;
+        }
+        let notes: Vec<String> = r
+            .notes()
+            .map(|(mark, v)| format!("{mark} {}: {}", v.policy, v.message))
+            .collect();
+        if !notes.is_empty() {
+            write!(out, "<system-out>{}</system-out>", xml(&notes.join("\n")))?;
         }
         writeln!(out, "</testcase>")?;
     }
@@ -207,18 +247,25 @@ fn sarif(results: &[CheckResult]) -> Value {
                 "warnings" => "warning",
                 _ => "note",
             };
-            [("violations", &r.violations), ("warnings", &r.warnings), ("audit", &r.audit)]
-                .into_iter()
-                .flat_map(move |(list, items)| {
-                    items.iter().map(move |v| {
-                        json!({
-                            "ruleId": v.policy,
-                            "level": level(list),
-                            "message": {"text": format!("{}: {}", r.title(), v.message)},
-                            "locations": [{"physicalLocation": {"artifactLocation": {"uri": r.source.file}}}],
-                        })
+            [
+                ("violations", &r.violations),
+                ("warnings", &r.warnings),
+                ("audit", &r.audit),
+            ]
+            .into_iter()
+            .flat_map(move |(list, items)| {
+                items.iter().map(move |v| {
+                    json!({
+                        "ruleId": v.policy,
+                        "level": level(list),
+                        "message": {"text": format!("{}: {}", r.title(), v.message)},
+                        "locations": [{"physicalLocation": {
+                            "artifactLocation": {"uri": r.source.file},
+                            "region": {"startLine": r.line},
+                        }}],
                     })
                 })
+            })
         })
         .collect();
     json!({
@@ -228,9 +275,14 @@ fn sarif(results: &[CheckResult]) -> Value {
             "tool": {"driver": {
                 "name": "agyn-admission",
                 "version": env!("CARGO_PKG_VERSION"),
-                "rules": rules.iter().map(|id| json!({"id": id})).collect::<Vec<_>>(),
+                "rules": rules.iter().map(|id| rule(id)).collect::<Vec<_>>(),
             }},
             "results": findings,
         }],
     })
+}
+
+/// A SARIF rule: a policy, by its name.
+fn rule(policy: &str) -> Value {
+    json!({"id": policy})
 }
