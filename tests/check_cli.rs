@@ -217,6 +217,20 @@ fn junit_and_sarif_reports() {
                 .ends_with("host-access-pod.yaml")
             && location["region"] == serde_json::json!({"startLine": 2})
     }));
+    // Rules carry what the policies' metadata says of them.
+    let rules = sarif["runs"][0]["tool"]["driver"]["rules"].as_array().unwrap();
+    let isolation = rules
+        .iter()
+        .find(|r| r["id"] == "workload-isolation")
+        .unwrap();
+    assert!(
+        isolation["shortDescription"]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Agent pods run only in the workload namespace"),
+        "{isolation}"
+    );
+    assert_eq!(isolation["properties"]["severity"], "critical");
 }
 
 /// A stream of documents: a comment, an admitted pod, a denied one after a

@@ -65,7 +65,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<Exit> {
     // Stdout is line-buffered: unbuffered, a pretty-printed report of
     // 10,000 objects took 330,000 write calls.
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
-    report::write(&mut stdout, args.output, args.show_patch, &results)?;
+    report::write(&mut stdout, args.output, args.show_patch, &results, &set)?;
     stdout.flush()?;
     let exit = if results.iter().all(|r| r.allowed) {
         Exit::Admitted

@@ -4,7 +4,7 @@
 
 use super::manifests::Origin;
 use crate::admission::{Decision, PolicyOutcome, Violation};
-use crate::config::FailurePolicy;
+use crate::config::{FailurePolicy, PolicySet};
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::io::{self, Write};
@@ -118,6 +118,7 @@ pub fn write(
     format: Format,
     show_patch: bool,
     results: &[CheckResult],
+    set: &PolicySet,
 ) -> io::Result<()> {
     match format {
         Format::Table => table(out, show_patch, results),
@@ -127,7 +128,7 @@ pub fn write(
         }
         Format::Junit => junit(out, results),
         Format::Sarif => {
-            serde_json::to_writer_pretty(&mut *out, &sarif(results))?;
+            serde_json::to_writer_pretty(&mut *out, &sarif(results, set))?;
             writeln!(out)
         }
         Format::Manifests => {
@@ -231,7 +232,7 @@ fn xml(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-fn sarif(results: &[CheckResult]) -> Value {
+fn sarif(results: &[CheckResult], set: &PolicySet) -> Value {
     let mut rules: Vec<&str> = results
         .iter()
         .flat_map(|r| r.violations.iter().chain(&r.warnings).chain(&r.audit))
@@ -275,14 +276,27 @@ fn sarif(results: &[CheckResult]) -> Value {
             "tool": {"driver": {
                 "name": "agyn-admission",
                 "version": env!("CARGO_PKG_VERSION"),
-                "rules": rules.iter().map(|id| rule(id)).collect::<Vec<_>>(),
+                "rules": rules.iter().map(|id| rule(id, set)).collect::<Vec<_>>(),
             }},
             "results": findings,
         }],
     })
 }
 
-/// A SARIF rule: a policy, by its name.
-fn rule(policy: &str) -> Value {
-    json!({"id": policy})
+/// A SARIF rule: a policy of the set, by its name, with what its
+/// component's metadata says of it.
+fn rule(policy: &str, set: &PolicySet) -> Value {
+    let metadata = set
+        .policies
+        .iter()
+        .find(|p| p.name == policy)
+        .and_then(|p| set.metadata(p));
+    match metadata {
+        Some(m) if !m.description.is_empty() => json!({
+            "id": policy,
+            "shortDescription": {"text": m.description},
+            "properties": {"category": m.category, "severity": m.severity.as_str()},
+        }),
+        _ => json!({"id": policy}),
+    }
 }
