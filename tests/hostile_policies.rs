@@ -125,11 +125,10 @@ fn a_component_of_the_first_world_still_loads_and_judges_pods() {
     let fixed = agyn_admission::admission::review(&set, &common::create("agyn", bare)).unwrap();
     assert!(fixed.allowed(), "{fixed:?}");
     assert!(
-        fixed
-            .patch
-            .0
-            .iter()
-            .any(|op| op.path().to_string().starts_with("/spec/template/spec/securityContext")),
+        fixed.patch.0.iter().any(|op| op
+            .path()
+            .to_string()
+            .starts_with("/spec/template/spec/securityContext")),
         "{:?}",
         fixed.patch
     );
