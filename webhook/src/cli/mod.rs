@@ -53,6 +53,13 @@ pub(crate) struct EngineArgs {
     #[arg(long, env = "AGYN_POLICIES", value_name = "FILE")]
     policies: Option<PathBuf>,
 
+    #[command(flatten)]
+    cache: CacheArgs,
+}
+
+/// Where compiled policies are kept: every command that compiles them.
+#[derive(Debug, clap::Args)]
+pub(crate) struct CacheArgs {
     /// Where compiled policies are kept between runs, so the next start
     /// skips compilation. Default: $XDG_CACHE_HOME/agyn-admission or
     /// ~/.cache/agyn-admission.
@@ -66,12 +73,7 @@ pub(crate) struct EngineArgs {
 
 impl EngineArgs {
     pub(crate) fn engine(&self) -> anyhow::Result<Engine> {
-        let cache_dir = if self.no_cache {
-            None
-        } else {
-            self.cache_dir.clone().or_else(default_cache_dir)
-        };
-        Engine::new(&EngineOptions { cache_dir })
+        self.cache.engine()
     }
 
     pub(crate) fn source(&self) -> crate::config::Source {
@@ -79,6 +81,17 @@ impl EngineArgs {
             Some(path) => crate::config::Source::File(path.clone()),
             None => crate::config::Source::Builtin,
         }
+    }
+}
+
+impl CacheArgs {
+    pub(crate) fn engine(&self) -> anyhow::Result<Engine> {
+        let cache_dir = if self.no_cache {
+            None
+        } else {
+            self.cache_dir.clone().or_else(default_cache_dir)
+        };
+        Engine::new(&EngineOptions { cache_dir })
     }
 }
 
