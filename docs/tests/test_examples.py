@@ -73,6 +73,31 @@ def free_port():
 
 
 @NEEDS_BINARY
+class PolicyTest(unittest.TestCase):
+    """The test file of docs/policy-authors.md, run where it says it lives."""
+
+    def run_example(self, change=lambda text: text):
+        with tempfile.TemporaryDirectory() as tmp:
+            os.makedirs(os.path.join(tmp, "tests", "objects"))
+            with open(os.path.join(tmp, "tests", "run-as-non-root.test.yaml"), "w") as f:
+                f.write(change(block("docs/policy-authors.md", "policy-test-file")))
+            with open(os.path.join(tmp, "tests", "objects", "bare-pod.yaml"), "w") as f:
+                f.write(block("docs/policy-authors.md", "policy-test-object"))
+            return subprocess.run([BINARY, "policy", "test"], cwd=tmp, capture_output=True,
+                                  text=True)
+
+    def test_the_example_passes(self):
+        run = self.run_example()
+        self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
+        expect_block(self, "docs/policy-authors.md", "policy-test-output", run.stdout)
+
+    def test_the_failure_shown(self):
+        run = self.run_example(lambda text: text.replace("UID (is 0)", "UID (is unset)", 1))
+        self.assertEqual(run.returncode, 1, run.stdout + run.stderr)
+        expect_block(self, "docs/policy-authors.md", "policy-test-failure", run.stdout)
+
+
+@NEEDS_BINARY
 class Serve(unittest.TestCase):
     """The README's `serve` tour, and what operations.md shows of it."""
 

@@ -149,8 +149,32 @@ fn judge(
     manifest: Manifest,
 ) -> anyhow::Result<CheckResult> {
     let Manifest { origin, mut object } = manifest;
+    let request = create_request(format!("check-{origin}"), &object, default_namespace)?;
+    let mut result = CheckResult::new(
+        origin.clone(),
+        request.kind.kind.clone(),
+        request.namespace.clone().unwrap_or_default(),
+        request.name.clone().unwrap_or_default(),
+    );
+    let decision = admission::review(set, &request).with_context(|| format!("{origin}"))?;
+    json_patch::patch(&mut object, &decision.patch)
+        .with_context(|| format!("{origin}: the combined patch does not apply"))?;
+    result.record(decision, object);
+    Ok(result)
+}
+
+/// The request the API server would send to create `object`: its kind and
+/// resource from its apiVersion and kind, its name, and its namespace, else
+/// `default_namespace`; none for a cluster-scoped kind, whatever the
+/// manifest says. No user: `check` and `policy test` judge as nobody in
+/// particular unless told otherwise.
+pub(super) fn create_request(
+    uid: String,
+    object: &Value,
+    default_namespace: &str,
+) -> anyhow::Result<AdmissionRequest> {
     let api_version = object["apiVersion"].as_str().unwrap_or_default();
-    let kind = object["kind"].as_str().unwrap_or_default().to_string();
+    let kind = object["kind"].as_str().unwrap_or_default();
     let name = object
         .pointer("/metadata/name")
         .or_else(|| object.pointer("/metadata/generateName"))
@@ -158,8 +182,7 @@ fn judge(
         .unwrap_or_default()
         .to_string();
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-    let known = admission::kinds::resource_of(group, version, &kind);
-    // A cluster-scoped object has no namespace, whatever the manifest says.
+    let known = admission::kinds::resource_of(group, version, kind);
     let namespace = known.namespaced.then(|| {
         object
             .pointer("/metadata/namespace")
@@ -167,15 +190,9 @@ fn judge(
             .unwrap_or(default_namespace)
             .to_string()
     });
-    let mut result = CheckResult::new(
-        origin.clone(),
-        kind.clone(),
-        namespace.clone().unwrap_or_default(),
-        name.clone(),
-    );
-    let request = AdmissionRequest {
-        uid: format!("check-{origin}"),
-        kind: GroupVersionKind::gvk(group, version, &kind),
+    Ok(AdmissionRequest {
+        uid,
+        kind: GroupVersionKind::gvk(group, version, kind),
         resource: Some(admission::Resource {
             group: group.to_string(),
             version: version.to_string(),
@@ -186,13 +203,8 @@ fn judge(
         namespace,
         operation: Operation::Create,
         user_info: Default::default(),
-        object: Some(serde_json::value::to_raw_value(&object)?),
+        object: Some(serde_json::value::to_raw_value(object)?),
         old_object: None,
         dry_run: true,
-    };
-    let decision = admission::review(set, &request).with_context(|| format!("{origin}"))?;
-    json_patch::patch(&mut object, &decision.patch)
-        .with_context(|| format!("{origin}: the combined patch does not apply"))?;
-    result.record(decision, object);
-    Ok(result)
+    })
 }

@@ -58,6 +58,13 @@ pub(crate) struct EngineArgs {
     #[arg(long, env = "AGYN_POLICIES", value_name = "FILE")]
     policies: Option<PathBuf>,
 
+    #[command(flatten)]
+    cache: CacheArgs,
+}
+
+/// Where compiled policies are kept: every command that compiles them.
+#[derive(Debug, clap::Args)]
+pub(crate) struct CacheArgs {
     /// Where compiled policies are kept between runs, so the next start
     /// skips compilation. Default: $XDG_CACHE_HOME/agyn-admission or
     /// ~/.cache/agyn-admission.
@@ -71,6 +78,19 @@ pub(crate) struct EngineArgs {
 
 impl EngineArgs {
     pub(crate) fn engine(&self) -> anyhow::Result<Engine> {
+        self.cache.engine()
+    }
+
+    pub(crate) fn source(&self) -> crate::config::Source {
+        match &self.policies {
+            Some(path) => crate::config::Source::File(path.clone()),
+            None => crate::config::Source::Builtin,
+        }
+    }
+}
+
+impl CacheArgs {
+    pub(crate) fn engine(&self) -> anyhow::Result<Engine> {
         Engine::new(&EngineOptions {
             cache_dir: self.cache_root(),
         })
@@ -81,13 +101,6 @@ impl EngineArgs {
         match self.no_cache {
             true => None,
             false => self.cache_dir.clone().or_else(default_cache_dir),
-        }
-    }
-
-    pub(crate) fn source(&self) -> crate::config::Source {
-        match &self.policies {
-            Some(path) => crate::config::Source::File(path.clone()),
-            None => crate::config::Source::Builtin,
         }
     }
 }

@@ -225,7 +225,7 @@ fn junit(out: &mut impl Write, results: &[CheckResult]) -> io::Result<()> {
     writeln!(out, "</testsuite></testsuites>")
 }
 
-fn xml(text: &str) -> String {
+pub(super) fn xml(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -158,6 +158,54 @@ impl PolicySet {
         }
         .load(file)
     }
+
+    /// One policy of a loaded component as a set of its own, as a set file
+    /// with this one entry would load it: enforced, failing closed, with
+    /// the default limits and exemptions, judging every request its rules
+    /// cover. `settings` is JSON (empty: none). The error is the policy's
+    /// refusal of its settings, or the component's lack of the policy.
+    /// `policy test` builds one per test, around a component it loads once.
+    pub fn single(
+        component: PolicyComponent,
+        policy: &str,
+        settings: String,
+        mutate: bool,
+    ) -> Result<PolicySet, String> {
+        let Some(metadata) = component.metadata(policy) else {
+            return Err(format!(
+                "the module has no policy {policy:?} (it has: {})",
+                component.policies().join(", ")
+            ));
+        };
+        let limits = Limits::default();
+        component
+            .validate_settings(policy, &settings, limits)
+            // The position is in JSON made from the caller's YAML.
+            .map_err(|e| strip_json_position(&refusal(e)).to_string())?;
+        let rules = metadata.rules.clone();
+        let policy = Policy {
+            name: policy.to_string(),
+            component: 0,
+            inner: policy.to_string(),
+            settings,
+            mode: Mode::Enforce,
+            mutate,
+            failure_policy: FailurePolicy::Fail,
+            limits,
+            matching: Match::new(file::MatchFile::default(), &rules)?,
+            rules,
+            breaker: Breaker::default(),
+        };
+        Ok(PolicySet {
+            exempt_namespaces: ALWAYS_EXEMPT_NAMESPACES
+                .iter()
+                .map(|n| n.to_string())
+                .collect(),
+            exempt_usernames: Vec::new(),
+            policies: vec![policy],
+            components: vec![component],
+        })
+    }
 }
 
 struct Loader<'a> {
@@ -236,10 +284,7 @@ impl Loader<'_> {
         loaded
             .validate_settings(&inner, &settings, limits)
             .map_err(|e| {
-                let message = match e {
-                    EvalError::Policy(message) => message,
-                    other => format!("checking its settings failed: it {other}"),
-                };
+                let message = refusal(e);
                 match &entry.settings {
                     // The policy read JSON the loader wrote: a position in
                     // it means nothing to the author; the YAML line does.
@@ -306,6 +351,15 @@ impl Loader<'_> {
         self.components.push(component);
         self.by_module.insert(key, self.components.len() - 1);
         Ok(self.components.len() - 1)
+    }
+}
+
+/// Why a policy did not accept its settings: its own message, or why it
+/// could not say.
+fn refusal(error: EvalError) -> String {
+    match error {
+        EvalError::Policy(message) => message,
+        other => format!("checking its settings failed: it {other}"),
     }
 }
 

@@ -7,7 +7,7 @@
 //! written.
 
 use super::profile::{POLICY_PROFILE, POLICY_PROFILE_CONFIG, POLICY_RUSTFLAGS};
-use crate::cli::{EngineArgs, Exit};
+use crate::cli::{CacheArgs, Exit};
 use crate::engine::Limits;
 use anyhow::{Context, bail};
 use std::io::BufRead;
@@ -33,7 +33,7 @@ pub struct BuildArgs {
     output: Option<PathBuf>,
 
     #[command(flatten)]
-    engine: EngineArgs,
+    cache: CacheArgs,
 }
 
 pub fn run(args: BuildArgs) -> anyhow::Result<Exit> {
@@ -48,7 +48,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<Exit> {
     let target_dir = match &args.target_dir {
         Some(dir) => dir.clone(),
         None => args
-            .engine
+            .cache
             .cache_root()
             .context("no cache directory: give --target-dir")?
             .join("policy-target"),
@@ -68,7 +68,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<Exit> {
             )
         })?;
     let loaded = args
-        .engine
+        .cache
         .engine()?
         .load(&component, None, Limits::default())
         .context("the component does not load")?;

@@ -1,7 +1,7 @@
 //! `policy inspect`: what a component holds, read from its bytes and by
 //! loading it as the webhook would.
 
-use crate::cli::{EngineArgs, Exit};
+use crate::cli::{CacheArgs, Exit};
 use crate::engine::Limits;
 use anyhow::Context;
 use serde_json::json;
@@ -17,7 +17,7 @@ pub struct InspectArgs {
     output: Format,
 
     #[command(flatten)]
-    engine: EngineArgs,
+    cache: CacheArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -29,7 +29,7 @@ enum Format {
 pub fn run(args: InspectArgs) -> anyhow::Result<Exit> {
     let bytes = std::fs::read(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
-    let engine = args.engine.engine()?;
+    let engine = args.cache.engine()?;
     let component = engine
         .load(&bytes, None, Limits::default())
         .with_context(|| format!("{}", args.file.display()))?;
