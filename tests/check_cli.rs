@@ -218,7 +218,9 @@ fn junit_and_sarif_reports() {
             && location["region"] == serde_json::json!({"startLine": 2})
     }));
     // Rules carry what the policies' metadata says of them.
-    let rules = sarif["runs"][0]["tool"]["driver"]["rules"].as_array().unwrap();
+    let rules = sarif["runs"][0]["tool"]["driver"]["rules"]
+        .as_array()
+        .unwrap();
     let isolation = rules
         .iter()
         .find(|r| r["id"] == "workload-isolation")
