@@ -59,7 +59,14 @@ fn check(dir: &Path, name: &str, settings: &str, manifest: &str) -> (i32, Value)
     std::fs::write(dir.join("object.yaml"), manifest).unwrap();
     let output = agyn(
         dir,
-        &["check", "--policies", "set.yaml", "-o", "json", "object.yaml"],
+        &[
+            "check",
+            "--policies",
+            "set.yaml",
+            "-o",
+            "json",
+            "object.yaml",
+        ],
     );
     let results: Value = serde_json::from_slice(&output.stdout).expect("check prints JSON");
     (output.status.code().unwrap(), results[0].clone())
@@ -71,7 +78,10 @@ fn a_new_policy_builds_tests_and_judges_services_ingresses_and_cluster_roles() {
     assert!(!root.starts_with(env!("CARGO_MANIFEST_DIR")));
 
     // A Service policy, with the SDK written beside it.
-    let created = succeeds(&root, &["policy", "new", "require-owner", "--kind", "Service"]);
+    let created = succeeds(
+        &root,
+        &["policy", "new", "require-owner", "--kind", "Service"],
+    );
     assert!(created.contains("created require-owner"), "{created}");
     let crate_dir = root.join("require-owner");
     // The edit an author makes: a second label to require.
@@ -85,8 +95,11 @@ fn a_new_policy_builds_tests_and_judges_services_ingresses_and_cluster_roles() {
     std::fs::write(&lib, edited).unwrap();
     let tests = crate_dir.join("tests/require-owner.test.yaml");
     let yaml = std::fs::read_to_string(&tests).unwrap();
-    std::fs::write(&tests, yaml.replace("the owner (is unset)", "the owning team (is unset)"))
-        .unwrap();
+    std::fs::write(
+        &tests,
+        yaml.replace("the owner (is unset)", "the owning team (is unset)"),
+    )
+    .unwrap();
 
     let built = succeeds(&crate_dir, &["policy", "build"]);
     assert!(
@@ -96,7 +109,10 @@ fn a_new_policy_builds_tests_and_judges_services_ingresses_and_cluster_roles() {
     let tested = succeeds(&crate_dir, &["policy", "test"]);
     assert!(tested.contains("2 passed; 0 failed"), "{tested}");
 
-    let inspected = succeeds(&crate_dir, &["policy", "inspect", "require-owner.wasm", "-o", "json"]);
+    let inspected = succeeds(
+        &crate_dir,
+        &["policy", "inspect", "require-owner.wasm", "-o", "json"],
+    );
     let inspected: Value = serde_json::from_str(&inspected).unwrap();
     assert_eq!(inspected["world"], "agyn:policy@0.2.0");
     assert_eq!(inspected["wasi"], false);
@@ -136,7 +152,15 @@ fn a_new_policy_builds_tests_and_judges_services_ingresses_and_cluster_roles() {
     ] {
         succeeds(
             &root,
-            &["policy", "new", name, "--kind", kind, "--sdk", sdk.to_str().unwrap()],
+            &[
+                "policy",
+                "new",
+                name,
+                "--kind",
+                kind,
+                "--sdk",
+                sdk.to_str().unwrap(),
+            ],
         );
         let dir = root.join(name);
         succeeds(&dir, &["policy", "build"]);
@@ -179,7 +203,18 @@ fn new_refuses_bad_names_kinds_and_existing_folders() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(message), "{stderr}");
     }
-    succeeds(&root, &["policy", "new", "widgets", "--kind", "example.com/Widget", "--sdk", "/nonexistent"]);
+    succeeds(
+        &root,
+        &[
+            "policy",
+            "new",
+            "widgets",
+            "--kind",
+            "example.com/Widget",
+            "--sdk",
+            "/nonexistent",
+        ],
+    );
     let lib = std::fs::read_to_string(root.join("widgets/src/lib.rs")).unwrap();
     assert!(lib.contains("type Object = DynamicObject;"), "{lib}");
     assert!(lib.contains("resources: &[\"widgets\"]"), "{lib}");

@@ -35,12 +35,18 @@ def flags_of(*command):
 @NEEDS_BINARY
 class Commands(unittest.TestCase):
     def test_documented_flags_exist(self):
-        known = {"": flags_of(), "check": flags_of("check"), "serve": flags_of("serve")}
+        known = {"": flags_of()}
+        for command in ["check", "serve", "rules"]:
+            known[command] = flags_of(command)
+        for command in ["new", "build", "test", "inspect"]:
+            known[f"policy {command}"] = flags_of("policy", command)
         seen = 0
         for document in DOCUMENTS:
             for line in command_lines(read(document)):
                 words = shlex.split(line, comments=True)[1:]
-                command = next((w for w in words if not w.startswith("-")), "")
+                positional = [w for w in words if not w.startswith("-")]
+                command = " ".join(positional[:2]) if positional[:1] == ["policy"] \
+                    else (positional[0] if positional else "")
                 command = command if command in known else ""
                 for word in words:
                     if word.startswith("-") and word != "-":
