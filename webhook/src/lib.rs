@@ -11,5 +11,6 @@ pub mod admission;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod fallback;
 pub mod fuzz;
 pub mod server;

@@ -14,6 +14,7 @@ mod decision;
 pub mod kinds;
 mod pod;
 mod readable;
+pub mod registration;
 mod request;
 mod review;
 mod target;

@@ -1,6 +1,7 @@
 //! The command line: `check` (the CI dry run) and the shared options.
 
 mod check;
+mod fallback;
 mod fast_yaml;
 mod manifests;
 mod policy;
@@ -45,6 +46,10 @@ enum Command {
     /// Print the webhook rules a policy set needs (for the Validating and
     /// Mutating webhook configurations).
     Rules(rules::RulesArgs),
+    /// Print the API server's own admission policies that enforce a policy
+    /// set while the webhook is down (ValidatingAdmissionPolicies, and
+    /// MutatingAdmissionPolicies with --mutations).
+    Fallback(fallback::FallbackArgs),
     /// Write, build, test and inspect policies.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -144,7 +149,7 @@ pub fn main() -> ExitCode {
     };
     let level = match cli.command {
         Command::Serve(_) => "info",
-        Command::Check(_) | Command::Policy(_) | Command::Rules(_) => "warn",
+        Command::Check(_) | Command::Policy(_) | Command::Rules(_) | Command::Fallback(_) => "warn",
     };
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
@@ -173,6 +178,7 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Policy(command) => policy::run(command),
         Command::Rules(args) => rules::run(args),
+        Command::Fallback(args) => fallback::run(args),
         // A server ends only on a signal, or on an error reported below.
         Command::Serve(args) => crate::server::run(args).map(|()| Exit::Admitted),
     };

@@ -59,7 +59,8 @@ pub enum Source {
 }
 
 impl Source {
-    fn origin(&self) -> String {
+    /// How messages name the set: its file, or the built-in set.
+    pub fn origin(&self) -> String {
         match self {
             Source::Builtin => "built-in policy set".into(),
             Source::File(path) => path.display().to_string(),
@@ -447,6 +448,20 @@ impl Match {
     /// The operations the match lets through.
     pub fn operations(&self) -> &[Operation] {
         &self.operations
+    }
+
+    /// The namespaces judged (empty: every one not excluded).
+    pub fn namespaces(&self) -> &[String] {
+        &self.namespaces
+    }
+
+    pub fn exclude_namespaces(&self) -> &[String] {
+        &self.exclude_namespaces
+    }
+
+    /// The selector on the pod's labels (a workload's template labels).
+    pub fn label_selector(&self) -> Option<&LabelSelector> {
+        self.label_selector.as_ref()
     }
 
     /// Whether a policy with this match may judge an object whose labels

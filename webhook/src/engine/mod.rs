@@ -27,6 +27,13 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 /// The built-in component, carrying the Agyn policies and `pod-security`.
 pub const BUILTIN_COMPONENT: &[u8] = include_bytes!(env!("AGYN_BUILTIN_POLICIES_WASM"));
 
+/// The sha256 of [`BUILTIN_COMPONENT`], which tells a set's built-in
+/// policies from components of its own.
+pub fn builtin_sha256() -> &'static str {
+    static SHA256: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SHA256.get_or_init(|| cache::sha256_hex(BUILTIN_COMPONENT))
+}
+
 /// How often the epoch advances: the granularity of every deadline.
 const EPOCH_TICK: Duration = Duration::from_millis(2);
 
