@@ -49,9 +49,16 @@ rules, and extra fields (reinvocationPolicy).
 {{- $never := include "agyn-admission.neverJudged" $root | fromJsonArray -}}
 {{- $platform := list -}}
 {{- range $root.Values.webhook.platformNamespaces }}{{ if not (has . $never) }}{{ $platform = append $platform . }}{{ end }}{{ end -}}
-{{- $scopes := list (dict "suffix" "platform" "operator" "In" "values" $platform "failurePolicy" $root.Values.webhook.platformFailurePolicy) -}}
+{{- $platformPolicy := $root.Values.webhook.platformFailurePolicy -}}
+{{- $otherPolicy := $root.Values.webhook.otherNamespaces.failurePolicy -}}
+{{- /* With the fallback, the API server's own policies fail closed. */ -}}
+{{- if $root.Values.fallback.enabled -}}
+{{- $platformPolicy = $root.Values.fallback.webhookFailurePolicy -}}
+{{- $otherPolicy = $root.Values.fallback.webhookFailurePolicy -}}
+{{- end -}}
+{{- $scopes := list (dict "suffix" "platform" "operator" "In" "values" $platform "failurePolicy" $platformPolicy) -}}
 {{- if $root.Values.webhook.otherNamespaces.enabled -}}
-{{- $scopes = append $scopes (dict "suffix" "cluster" "operator" "NotIn" "values" $platform "failurePolicy" $root.Values.webhook.otherNamespaces.failurePolicy) -}}
+{{- $scopes = append $scopes (dict "suffix" "cluster" "operator" "NotIn" "values" $platform "failurePolicy" $otherPolicy) -}}
 {{- end -}}
 {{- range $scopes }}
 {{- if or (eq .operator "NotIn") .values }}
