@@ -44,6 +44,7 @@ SWITCHES = {
     "text logs, one replica": {"logFormat": "text", "replicas": 1},
     "fallback": {"fallback": {"enabled": True}},
     "fallback without mutations": {"fallback": {"enabled": True, "mutations": False}},
+    "fallback in dry run": {"dryRun": True, "fallback": {"enabled": True}},
 }
 
 # Served from Kubernetes 1.36: older schemas have no such kind.

@@ -84,6 +84,12 @@ class Render(unittest.TestCase):
                     self.assertEqual(binding["spec"]["policyName"], binding["metadata"]["name"]
                                      .removesuffix(".templates"))
 
+    def test_in_dry_run_the_fallback_only_warns(self):
+        _, docs = render({"dryRun": True, "fallback": {"enabled": True}})
+        self.assertEqual([d for d in generated(docs) if d["kind"].startswith("Mutating")], [])
+        bindings = find(docs, "ValidatingAdmissionPolicyBinding")
+        self.assertEqual({tuple(b["spec"]["validationActions"]) for b in bindings}, {("Warn",)})
+
     def test_with_the_fallback_the_webhooks_fail_open_everywhere(self):
         for values, expected in [({"fallback": {"enabled": True}}, "Ignore"),
                                  ({"fallback": {"enabled": True, "webhookFailurePolicy": "Fail"}}, "Fail")]:
