@@ -55,6 +55,13 @@ enum Command {
     Policy(policy::PolicyCommand),
 }
 
+/// How `rules` and `fallback` print what they make.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum DataFormat {
+    Yaml,
+    Json,
+}
+
 /// Options every command that runs policies shares.
 #[derive(Debug, clap::Args)]
 pub(crate) struct EngineArgs {

@@ -3,7 +3,7 @@
 //! matches, in the form `webhooks[].rules` takes. The chart's defaults are
 //! these rules for the built-in set (its tests compare them).
 
-use super::{EngineArgs, Exit};
+use super::{DataFormat, EngineArgs, Exit};
 use crate::admission::registration::{self, Request, merge};
 use crate::config::PolicySet;
 use std::collections::BTreeSet;
@@ -14,14 +14,8 @@ pub struct RulesArgs {
     engine: EngineArgs,
 
     /// `yaml` or `json`.
-    #[arg(short, long, value_enum, default_value_t = Format::Yaml)]
-    output: Format,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum Format {
-    Yaml,
-    Json,
+    #[arg(short, long, value_enum, default_value_t = DataFormat::Yaml)]
+    output: DataFormat,
 }
 
 pub fn run(args: RulesArgs) -> anyhow::Result<Exit> {
@@ -32,8 +26,8 @@ pub fn run(args: RulesArgs) -> anyhow::Result<Exit> {
         "mutating": merge(requests(&set, true)),
     });
     match args.output {
-        Format::Json => println!("{rules:#}"),
-        Format::Yaml => print!("{}", serde_saphyr::to_string(&rules)?),
+        DataFormat::Json => println!("{rules:#}"),
+        DataFormat::Yaml => print!("{}", serde_saphyr::to_string(&rules)?),
     }
     Ok(Exit::Admitted)
 }

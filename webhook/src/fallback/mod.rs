@@ -289,15 +289,15 @@ fn failure_policy(policy: &Policy) -> String {
 }
 
 /// Each message names the policy first, as the webhook's do. A computed
-/// message is cut to 4000 characters: over about 5 KiB the API server
-/// drops it for `failed expression: ...`, and the reason with it.
+/// message over 4000 bytes is cut to 1000 characters (at most 4000 bytes):
+/// over about 5 KiB the API server drops it for `failed expression: ...`.
 fn prefixed(policy: &Policy, validation: &Validation) -> Validation {
     let prefix = format!("[{}] ", policy.name);
     Validation {
         message: validation.message.as_ref().map(|m| format!("{prefix}{m}")),
         message_expression: validation.message_expression.as_ref().map(|m| {
             format!(
-                "[{} + ({m})].map(m, m.size() > 4000 ? m.substring(0, 3996) + ' ...' : m)[0]",
+                "[{} + ({m})].map(m, bytes(m).size() > 4000 ? m.substring(0, 1000) + ' ...' : m)[0]",
                 cel::string(&prefix)
             )
         }),
@@ -439,4 +439,140 @@ fn mutating(
 
 fn to_json<T: serde::Serialize>(object: &T) -> Value {
     serde_json::to_value(object).expect("Kubernetes objects serialise")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Source;
+    use crate::engine::{Engine, EngineOptions};
+
+    const SET: &str = r#"
+apiVersion: agyn.io/v1alpha1
+kind: PolicySet
+exemptions:
+  usernames: ["system:serviceaccount:ops:breakglass"]
+policies:
+  - name: pod-security
+    mutate: true
+    settings: {level: baseline}
+    match:
+      namespaces: [agyn]
+      labelSelector: {matchLabels: {tier: web}}
+  - name: readonly-root-filesystem
+    mode: warn
+    mutate: false
+  - name: own
+    module: ../tests/fixtures/run-as-non-root-0.1.0.wasm
+    policy: run-as-non-root
+"#;
+
+    /// Generated once: loading the set compiles the built-in component.
+    fn generated() -> &'static Fallback {
+        static FALLBACK: std::sync::LazyLock<Fallback> = std::sync::LazyLock::new(|| {
+            let engine = Engine::new(&EngineOptions::default()).unwrap();
+            let set = PolicySet::from_text(SET, &Source::Builtin, &engine).unwrap();
+            generate(
+                &set,
+                &Options {
+                    mutations: true,
+                    exclude_namespaces: vec!["agyn-system".into()],
+                    opt_out_label: None,
+                },
+            )
+        });
+        &FALLBACK
+    }
+
+    fn of_kind<'a>(fallback: &'a Fallback, kind: &str) -> Vec<&'a Value> {
+        let kinds = fallback.objects.iter();
+        kinds.filter(|o| o["kind"] == kind).collect()
+    }
+
+    #[test]
+    fn the_sets_matching_exemptions_and_modes_become_the_api_servers() {
+        let fallback = generated();
+        let policies = of_kind(fallback, "ValidatingAdmissionPolicy");
+        assert_eq!(policies.len(), 2);
+        let pss = policies[0];
+        let selector = &pss["spec"]["matchConstraints"]["namespaceSelector"]["matchExpressions"];
+        assert_eq!(selector[0]["operator"], "NotIn");
+        assert_eq!(selector[0]["values"], serde_json::json!(["kube-system"]));
+        assert_eq!(selector[1]["operator"], "In");
+        assert_eq!(selector[1]["values"], serde_json::json!(["agyn"]));
+        let conditions = pss["spec"]["matchConditions"].to_string();
+        assert!(conditions.contains("system:serviceaccount:ops:breakglass"));
+        assert!(
+            conditions.contains("'tier' in (object.kind"),
+            "{conditions}"
+        );
+        // Baseline only: none of restricted's checks.
+        assert!(
+            !pss["spec"]["validations"]
+                .to_string()
+                .contains("runAsNonRoot")
+        );
+
+        // Templates only warned about (the default), pods denied: two
+        // bindings. The warn-mode policy: one binding that warns.
+        let bindings = of_kind(fallback, "ValidatingAdmissionPolicyBinding");
+        let actions: Vec<_> = bindings
+            .iter()
+            .map(|b| {
+                (
+                    b["metadata"]["name"].as_str().unwrap(),
+                    b["spec"]["validationActions"].clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                ("agyn-admission.pod-security", serde_json::json!(["Deny"])),
+                (
+                    "agyn-admission.pod-security.templates",
+                    serde_json::json!(["Warn"])
+                ),
+                (
+                    "agyn-admission.readonly-root-filesystem",
+                    serde_json::json!(["Warn"])
+                ),
+            ]
+        );
+        for binding in bindings {
+            let never =
+                &binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"][0];
+            assert_eq!(
+                never["values"],
+                serde_json::json!(["agyn-system", "kube-system"])
+            );
+        }
+
+        // Only pod-security mutates here (readonly-root-filesystem warns);
+        // its mutation runs on workload templates too, and on pods only
+        // at creation.
+        let mutating = of_kind(fallback, "MutatingAdmissionPolicy");
+        assert_eq!(mutating.len(), 1);
+        let rules = mutating[0]["spec"]["matchConstraints"]["resourceRules"].to_string();
+        assert!(rules.contains("deployments") && !rules.contains("ephemeralcontainers"));
+
+        assert_eq!(fallback.skipped.len(), 1);
+        assert_eq!(fallback.skipped[0].policy, "own");
+    }
+
+    #[test]
+    fn messages_name_the_policy_and_stay_under_the_api_servers_limit() {
+        let fallback = generated();
+        let policy = of_kind(fallback, "ValidatingAdmissionPolicy")[1];
+        let message = policy["spec"]["validations"][0]["messageExpression"]
+            .as_str()
+            .unwrap();
+        assert!(
+            message.starts_with("['[readonly-root-filesystem] ' + ("),
+            "{message}"
+        );
+        assert!(
+            message.ends_with("bytes(m).size() > 4000 ? m.substring(0, 1000) + ' ...' : m)[0]")
+        );
+    }
 }
