@@ -176,7 +176,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_request_size: args.max_request_size,
         default_timeout: args.default_timeout,
         read_timeout: args.read_timeout,
-        reviews: Semaphore::new(args.max_concurrent_reviews as usize),
+        reviews: Arc::new(Semaphore::new(args.max_concurrent_reviews as usize)),
         draining: AtomicBool::new(false),
     });
     let max_connections = connection_budget(args.max_connections as usize);

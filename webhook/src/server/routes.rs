@@ -51,7 +51,7 @@ pub struct Shared {
     /// Reviews in progress: past the bound, requests wait (within their
     /// budget) instead of each holding an instance. Taken once the body
     /// is in.
-    pub reviews: Semaphore,
+    pub reviews: Arc<Semaphore>,
     /// Set on SIGTERM: `/readyz` fails so that no new traffic comes.
     pub draining: AtomicBool,
 }
@@ -192,6 +192,9 @@ async fn admit(
     // verdict, not its own timeout.
     let budget = budget.min(MAX_TIMEOUT);
     let deadline = start + budget - budget / 10;
+    // Half of that tenth: when the review has not returned by then (its
+    // thread starved of CPU), the failure policies answer without it.
+    let answer_by = start + budget - budget / 20;
     let Some(set) = set else {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -267,6 +270,7 @@ async fn admit(
         phase,
         policy,
         deadline,
+        answer_by,
     };
     let decision = judge.run(&shared).await;
     let uid = request.uid.clone();
@@ -293,7 +297,10 @@ struct Judge {
     request: Arc<AdmissionRequest>,
     phase: Phase,
     policy: Option<String>,
+    /// When the policies must have stopped (their epoch deadline).
     deadline: Instant,
+    /// When the answer must leave, whether the review returned or not.
+    answer_by: Instant,
 }
 
 impl Judge {
@@ -309,8 +316,9 @@ impl Judge {
     /// in time, an object the host cannot read, a panic), every matching
     /// policy's failure policy answers, never the registration's.
     async fn run(self, shared: &Shared) -> Decision {
-        let Ok(Ok(_slot)) =
-            tokio::time::timeout_at(self.deadline.into(), shared.reviews.acquire()).await
+        let Ok(Ok(slot)) =
+            tokio::time::timeout_at(self.deadline.into(), shared.reviews.clone().acquire_owned())
+                .await
         else {
             return unjudged(
                 &self.set,
@@ -325,9 +333,12 @@ impl Judge {
             .longest_deadline()
             .min(self.deadline.saturating_duration_since(Instant::now()));
         let judge = Arc::new(self);
+        // The review holds its slot until it returns, even when the answer
+        // has left without it: the bound on concurrent reviews stays true.
         let review = {
             let judge = judge.clone();
             move || {
+                let _slot = slot;
                 std::panic::catch_unwind(AssertUnwindSafe(|| {
                     review_with(&judge.set, &judge.request, &judge.options())
                 }))
@@ -341,9 +352,21 @@ impl Judge {
         let judged = if longest <= INLINE_BUDGET && !judge.set.any_circuit_open() {
             review()
         } else {
-            tokio::task::spawn_blocking(review)
-                .await
-                .unwrap_or_else(|e| Err(e.to_string()))
+            // The policies stop at the deadline, but the thread running
+            // them may get no CPU to return: the API server must still hear
+            // the failure policies before its own timeout, not its timeout.
+            match tokio::time::timeout_at(
+                judge.answer_by.into(),
+                tokio::task::spawn_blocking(review),
+            )
+            .await
+            {
+                Ok(joined) => joined.unwrap_or_else(|e| Err(e.to_string())),
+                Err(_) => {
+                    let error = EvalError::Deadline(longest);
+                    return unjudged(&judge.set, &judge.request, &judge.options(), error);
+                }
+            }
         };
         let error = match judged {
             Ok(Ok(decision)) => return decision,
