@@ -11,6 +11,8 @@
 //! binaries, which cargo runs one after another.
 
 mod apiserver;
+#[path = "../policies/pod-security/tests/support/mod.rs"]
+mod support;
 
 use agyn_admission::admission::kinds;
 use apiserver::Cluster;
@@ -83,6 +85,7 @@ async fn judge_everything(client: Client) {
     wait_until_enforced(&client).await;
 
     examples_agree_with_check(&client).await;
+    pod_security_fixtures_agree_with_check(&client).await;
     guidance_cases(&client).await;
     largest_pods_stay_within_the_cel_cost_budget(&client).await;
 }
@@ -110,6 +113,43 @@ async fn examples_agree_with_check(client: &Client) {
         }
     }
     assert!(compared >= 8, "only {compared} example objects");
+}
+
+/// Kubernetes' Pod Security fixtures (policies/pod-security), each as a
+/// pod in `agyn`, where the built-in set runs pod-security at restricted
+/// beside the Agyn policies: the API server and `check` agree on every one
+/// the API server lets reach admission (it refuses some before, as invalid:
+/// an AppArmor annotation that contradicts its field, ephemeral containers
+/// on create).
+async fn pod_security_fixtures_agree_with_check(client: &Client) {
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../policies/pod-security/tests/fixtures"
+    );
+    let cases = support::load(Path::new(dir));
+    let (mut judged, mut refused) = (0, Vec::new());
+    for case in &cases {
+        let mut pod = case.pod.clone();
+        pod["apiVersion"] = json!("v1");
+        pod["kind"] = json!("Pod");
+        pod["metadata"]["name"] = json!(case.name);
+        pod["metadata"]["namespace"] = json!("agyn");
+        if let Err(message) = dry_run(client, &pod).await
+            && !message.contains("AdmissionPolicy")
+        {
+            refused.push(format!("{}: {message}", case.name));
+            continue;
+        }
+        agree(client, &pod, &format!("fixture {}", case.name)).await;
+        judged += 1;
+    }
+    // Refused by the API server's validation, which runs after the
+    // mutating admission (a Windows pod given Linux-only fields) or at
+    // create (ephemeral containers come by their subresource).
+    for refusal in &refused {
+        assert!(refusal.contains(" is invalid: "), "{refusal}");
+    }
+    assert!(judged >= 60, "{judged} of {} fixtures judged", cases.len());
 }
 
 /// The cases the Agyn guidance names, in namespaces the set covers, and
