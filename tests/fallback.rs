@@ -11,6 +11,7 @@
 //! binaries, which cargo runs one after another.
 
 mod apiserver;
+mod common;
 #[path = "../policies/pod-security/tests/support/mod.rs"]
 mod support;
 
@@ -21,9 +22,8 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_agyn-admission");
@@ -414,19 +414,7 @@ fn secured_fields(object: &Value) -> Value {
 
 /// `check -o json` on one object: its result.
 fn check(object: &Value) -> Value {
-    let mut child = Command::new(BIN)
-        .args(["check", "-o", "json", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(object.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = common::check(&["-o", "json", "-"], &object.to_string());
     let results: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "check's output: {e}: {}",

@@ -30,6 +30,18 @@ fn stderr(output: &Output) -> String {
     String::from_utf8(output.stderr.clone()).unwrap()
 }
 
+/// The command exited with `code`; its output is shown when not.
+#[track_caller]
+fn assert_exit(output: &Output, code: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "{}{}",
+        stdout(output),
+        stderr(output)
+    );
+}
+
 /// Writes `files` (path, text) under a fresh directory.
 fn tree(name: &str, files: &[(&str, &str)]) -> std::path::PathBuf {
     let dir = common::temp_dir(name);
@@ -164,13 +176,7 @@ fn a_passing_file_reports_every_test_ok() {
         ],
     );
     let out = policy_test(&dir, &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    assert_exit(&out, 0);
     let file = "tests/run-as-non-root.test.yaml";
     let expected = [
         "running 9 tests".to_string(),
@@ -225,7 +231,7 @@ fn a_failing_test_shows_what_it_expected_and_what_came() {
         )],
     );
     let out = policy_test(&dir, &["wrong.test.yaml"]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_exit(&out, 1);
     let text = stdout(&out);
     assert!(text.contains("test wrong.test.yaml: a wrong message ... FAILED\n"));
     assert!(text.contains("test wrong.test.yaml: the right verdict ... ok\n"));
@@ -362,7 +368,7 @@ fn bad_input_is_refused_with_its_line_and_nothing_runs() {
         ],
     );
     let out = policy_test(&dir, &["."]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_exit(&out, 2);
     assert_eq!(stdout(&out), "");
     assert!(
         stderr(&out).starts_with("error: ./z.test.yaml: error: line 1"),
@@ -386,7 +392,7 @@ fn junit_counts_every_test_of_every_file() {
         ],
     );
     let out = policy_test(&dir, &["-o", "junit"]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_exit(&out, 1);
     let text = stdout(&out);
     let xml = roxmltree::Document::parse(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
     let root = xml.root_element();
@@ -451,17 +457,11 @@ fn the_builtin_component_and_module_override() {
         ],
     );
     let out = policy_test(&dir, &["builtin.test.yaml"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    assert_exit(&out, 0);
     assert!(stdout(&out).ends_with("test result: ok. 1 passed; 0 failed\n"));
 
     let out = policy_test(&dir, &["elsewhere.test.yaml"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_exit(&out, 2);
     assert!(
         stderr(&out)
             .contains("elsewhere.test.yaml: line 1: module: cannot read not-built-yet.wasm"),
@@ -471,13 +471,7 @@ fn the_builtin_component_and_module_override() {
     // No tests/ folder: the current one is searched, and both files run
     // the component --module names.
     let out = policy_test(&dir, &["--module", RUN_AS_NON_ROOT]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    assert_exit(&out, 0);
     assert!(stdout(&out).starts_with("running 9 tests\n"));
     assert!(stdout(&out).ends_with("test result: ok. 9 passed; 0 failed\n"));
 }

@@ -5,7 +5,9 @@ use agyn_admission::admission::AdmissionRequest;
 use agyn_admission::config::{PolicySet, Source};
 use agyn_admission::engine::{Engine, EngineOptions};
 use serde_json::{Value, json};
+use std::io::Write;
 use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The deliberately broken component built by webhook/build.rs.
@@ -73,4 +75,25 @@ pub fn create(namespace: &str, object: Value) -> AdmissionRequest {
 /// A pod from YAML.
 pub fn yaml(text: &str) -> Value {
     serde_saphyr::from_str(text).unwrap()
+}
+
+/// `agyn-admission check ARGS` on the built binary, with `stdin`, sharing
+/// the tests' compiled-module cache.
+pub fn check(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agyn-admission"))
+        .arg("check")
+        .args(["--cache-dir", cache_dir().to_str().unwrap()])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
 }

@@ -90,18 +90,15 @@ pub fn generate(set: &PolicySet, options: &Options) -> Fallback {
                 continue;
             }
         };
-        if policy.inner == "pod-security" {
-            let version = settings(policy)
-                .get("version")
-                .and_then(Value::as_str)
-                .map(str::to_string);
-            if version.as_deref().is_some_and(|v| v != "latest") {
-                out.notes.push(format!(
-                    "{}: the fallback checks the current Pod Security Standards, not those of {}",
-                    policy.name,
-                    version.unwrap_or_default()
-                ));
-            }
+        let settings = settings(policy);
+        let version = settings.get("version").and_then(Value::as_str);
+        if policy.inner == "pod-security"
+            && let Some(version) = version.filter(|v| *v != "latest")
+        {
+            out.notes.push(format!(
+                "{}: the fallback checks the current Pod Security Standards, not those of {version}",
+                policy.name
+            ));
         }
         let matching = Matching {
             namespaces: set_namespaces(set, policy),

@@ -16,30 +16,25 @@ const COMMON: &str = include_str!("cel/common.yaml");
 /// What every mutation adds to them: JSON Patch paths by kind.
 const MUTATION_COMMON: &str = include_str!("cel/mutations/common.yaml");
 
+/// A policy's validation and mutation files, by its name.
+macro_rules! cel {
+    ($name:literal) => {
+        (
+            &[include_str!(concat!("cel/", $name, ".yaml"))] as &[&str],
+            include_str!(concat!("cel/mutations/", $name, ".yaml")),
+        )
+    };
+}
+
 /// The CEL files of one built-in policy, by its name in the component.
 /// `pod-security` is chosen by level: restricted adds to baseline.
 fn files(policy: &str, settings: &Map<String, Value>) -> Option<Files> {
-    let (validations, mutations): (&[&str], &str) = match policy {
-        "run-as-non-root" => (
-            &[include_str!("cel/run-as-non-root.yaml")],
-            include_str!("cel/mutations/run-as-non-root.yaml"),
-        ),
-        "readonly-root-filesystem" => (
-            &[include_str!("cel/readonly-root-filesystem.yaml")],
-            include_str!("cel/mutations/readonly-root-filesystem.yaml"),
-        ),
-        "drop-capabilities" => (
-            &[include_str!("cel/drop-capabilities.yaml")],
-            include_str!("cel/mutations/drop-capabilities.yaml"),
-        ),
-        "service-account-token" => (
-            &[include_str!("cel/service-account-token.yaml")],
-            include_str!("cel/mutations/service-account-token.yaml"),
-        ),
-        "workload-isolation" => (
-            &[include_str!("cel/workload-isolation.yaml")],
-            include_str!("cel/mutations/workload-isolation.yaml"),
-        ),
+    let (validations, mutations) = match policy {
+        "run-as-non-root" => cel!("run-as-non-root"),
+        "readonly-root-filesystem" => cel!("readonly-root-filesystem"),
+        "drop-capabilities" => cel!("drop-capabilities"),
+        "service-account-token" => cel!("service-account-token"),
+        "workload-isolation" => cel!("workload-isolation"),
         "pod-security" => {
             const BASELINE: &str = include_str!("cel/pod-security-baseline.yaml");
             const RESTRICTED: &str = include_str!("cel/pod-security-restricted.yaml");
