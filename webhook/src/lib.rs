@@ -8,6 +8,7 @@
 //! combines the verdicts and diffs the mutations into one JSON Patch.
 
 pub mod admission;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod engine;

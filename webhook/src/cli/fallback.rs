@@ -40,13 +40,7 @@ pub struct FallbackArgs {
 }
 
 pub fn run(args: FallbackArgs) -> anyhow::Result<Exit> {
-    let opt_out_label = match args.opt_out_label.as_str() {
-        "" => None,
-        label => match label.split_once('=') {
-            Some((key, value)) if !key.is_empty() => Some((key.to_string(), value.to_string())),
-            _ => anyhow::bail!("--opt-out-label {label:?}: expected KEY=VALUE"),
-        },
-    };
+    let opt_out_label = super::opt_out_label(&args.opt_out_label)?;
     let engine = args.engine.engine()?;
     let source = args.engine.source();
     let set = PolicySet::load(&source, &engine)?;

@@ -10,7 +10,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Where an object came from: `file#document` (1-based, empty documents
-/// not counted), and the item of a `kind: List`.
+/// not counted), and the item of a `kind: List`; or, for an object read
+/// from the API server, its path there (document 0).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Origin {
     pub file: String,
@@ -22,8 +23,24 @@ pub struct Origin {
     pub one_of_several: bool,
 }
 
+impl Origin {
+    /// An object read from the API server at `path`.
+    pub fn api(path: String) -> Origin {
+        Origin {
+            file: path,
+            document: 0,
+            item: None,
+            line: 1,
+            one_of_several: false,
+        }
+    }
+}
+
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.document == 0 {
+            return f.write_str(&self.file);
+        }
         write!(f, "{}#{}", self.file, self.document)?;
         if let Some(item) = self.item {
             write!(f, ".items[{item}]")?;

@@ -1,5 +1,6 @@
 //! The command line: `check` (the CI dry run) and the shared options.
 
+mod audit;
 mod check;
 mod fallback;
 mod fast_yaml;
@@ -50,6 +51,9 @@ enum Command {
     /// set while the webhook is down (ValidatingAdmissionPolicies, and
     /// MutatingAdmissionPolicies with --mutations).
     Fallback(fallback::FallbackArgs),
+    /// Judge what a cluster already stores, writing one policy report per
+    /// object (Open Reports or wgpolicyk8s); --dry-run only prints.
+    Audit(audit::AuditArgs),
     /// Write, build, test and inspect policies.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -60,6 +64,17 @@ enum Command {
 pub(crate) enum DataFormat {
     Yaml,
     Json,
+}
+
+/// `--opt-out-label KEY=VALUE` (`fallback`, `audit`): `""` for none.
+pub(crate) fn opt_out_label(text: &str) -> anyhow::Result<Option<(String, String)>> {
+    match text {
+        "" => Ok(None),
+        label => match label.split_once('=') {
+            Some((key, value)) if !key.is_empty() => Ok(Some((key.to_string(), value.to_string()))),
+            _ => anyhow::bail!("--opt-out-label {label:?}: expected KEY=VALUE"),
+        },
+    }
 }
 
 /// Options every command that runs policies shares.
@@ -155,7 +170,7 @@ pub fn main() -> ExitCode {
         }
     };
     let level = match cli.command {
-        Command::Serve(_) => "info",
+        Command::Serve(_) | Command::Audit(_) => "info",
         Command::Check(_) | Command::Policy(_) | Command::Rules(_) | Command::Fallback(_) => "warn",
     };
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -186,6 +201,7 @@ pub fn main() -> ExitCode {
         Command::Policy(command) => policy::run(command),
         Command::Rules(args) => rules::run(args),
         Command::Fallback(args) => fallback::run(args),
+        Command::Audit(args) => audit::run(args),
         // A server ends only on a signal, or on an error reported below.
         Command::Serve(args) => crate::server::run(args).map(|()| Exit::Admitted),
     };

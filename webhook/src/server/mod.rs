@@ -10,7 +10,7 @@ mod connections;
 mod metrics;
 mod routes;
 mod tls;
-mod watch;
+pub(crate) mod watch;
 
 use crate::cli::EngineArgs;
 use crate::config::{PolicySet, Source, duration, parse_size};
