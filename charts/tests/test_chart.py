@@ -45,6 +45,21 @@ SWITCHES = {
     "fallback": {"fallback": {"enabled": True}},
     "fallback without mutations": {"fallback": {"enabled": True, "mutations": False}},
     "fallback in dry run": {"dryRun": True, "fallback": {"enabled": True}},
+    "audit": {"audit": {"enabled": True}},
+    "audit, every cron job setting": {
+        "audit": {"enabled": True, "schedule": "*/30 * * * *", "timeZone": "Europe/Berlin",
+                  "concurrencyPolicy": "Replace", "successfulJobsHistoryLimit": 1,
+                  "failedJobsHistoryLimit": 1, "startingDeadlineSeconds": 60,
+                  "activeDeadlineSeconds": 1500, "backoffLimit": 0, "results": "failures",
+                  "pageSize": 100},
+        "webhook": {"excludedNamespaces": ["legacy"]},
+        "extraPolicyModules": {"enabled": True, "volume": {"configMap": {"name": "my-policies"}}},
+        "networkPolicy": {"enabled": True}},
+    "audit watching, policy reports, monitored": {
+        "audit": {"enabled": True, "mode": "watch", "reportApi": "wgpolicyk8s"},
+        "metrics": {"serviceMonitor": {"enabled": True}},
+        "networkPolicy": {"enabled": True,
+                          "apiServerPeers": [{"ipBlock": {"cidr": "10.0.0.10/32"}}]}},
 }
 
 # Served from Kubernetes 1.36: older schemas have no such kind.

@@ -38,6 +38,34 @@ down), and the excluded list.
 {{- end -}}
 
 {{/*
+The rules of the mutating webhooks, as JSON: every workload kind on CREATE
+and UPDATE (a Pod on CREATE only: its spec is immutable). `agyn-admission
+rules` prints these rules for the built-in set; the chart's tests compare
+them.
+*/}}
+{{- define "agyn-admission.mutatedRules" -}}
+{{- toJson (list
+  (dict "apiGroups" (list "") "apiVersions" (list "v1") "resources" (list "pods") "operations" (list "CREATE") "scope" "Namespaced")
+  (dict "apiGroups" (list "") "apiVersions" (list "v1") "resources" (list "replicationcontrollers") "operations" (list "CREATE" "UPDATE") "scope" "Namespaced")
+  (dict "apiGroups" (list "apps") "apiVersions" (list "v1") "resources" (list "deployments" "statefulsets" "daemonsets" "replicasets") "operations" (list "CREATE" "UPDATE") "scope" "Namespaced")
+  (dict "apiGroups" (list "batch") "apiVersions" (list "v1") "resources" (list "jobs" "cronjobs") "operations" (list "CREATE" "UPDATE") "scope" "Namespaced")
+) -}}
+{{- end -}}
+
+{{/*
+The rules of the validating webhooks, as JSON. A Pod's UPDATE (an image set
+on a running pod) and its ephemeral containers (added by UPDATE of a
+subresource) are judged, never mutated: a pod's spec is immutable. The
+audit's ClusterRole reads what these rules name (audit.yaml).
+*/}}
+{{- define "agyn-admission.validatedRules" -}}
+{{- $validated := rest (include "agyn-admission.mutatedRules" . | fromJsonArray) -}}
+{{- $validated = append $validated (dict "apiGroups" (list "") "apiVersions" (list "v1") "resources" (list "pods") "operations" (list "CREATE" "UPDATE") "scope" "Namespaced") -}}
+{{- $validated = append $validated (dict "apiGroups" (list "") "apiVersions" (list "v1") "resources" (list "pods/ephemeralcontainers") "operations" (list "UPDATE") "scope" "Namespaced") -}}
+{{- toJson $validated -}}
+{{- end -}}
+
+{{/*
 The two webhooks of a configuration: one for the platform's namespaces
 (failurePolicy Fail by default), one for every other namespace. Both
 exclude the never-judged namespaces and those labelled to opt out.
@@ -97,4 +125,171 @@ rules, and extra fields (reinvocationPolicy).
       {{- toYaml $.rules | nindent 6 }}
 {{- end }}
 {{- end }}
+{{- end -}}
+
+{{/*
+The audit's name: its ServiceAccount, ClusterRole, CronJob or Deployment.
+Short enough for a CronJob's name (52 characters).
+*/}}
+{{- define "agyn-admission.audit.name" -}}
+{{- printf "%s-audit" (include "agyn-admission.fullname" . | trunc 46 | trimSuffix "-") -}}
+{{- end -}}
+
+{{/*
+The audit's pods carry labels of their own: the webhook's Deployment,
+Service, PodDisruptionBudget and NetworkPolicy select its pods by
+agyn-admission.selectorLabels, and must not select these.
+*/}}
+{{- define "agyn-admission.audit.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}-audit
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "agyn-admission.audit.labels" -}}
+{{ include "agyn-admission.audit.selectorLabels" . }}
+app.kubernetes.io/component: audit
+app.kubernetes.io/part-of: {{ .Chart.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{/*
+The label or annotation by which a pod opts in to a Kubernetes API token,
+as the policy set's service-account-token policy reads it (its optInKey
+and optInValue settings, or their defaults).
+*/}}
+{{- define "agyn-admission.audit.tokenOptIn" -}}
+{{- $key := "agyn.io/kube-api-access" -}}
+{{- $value := "true" -}}
+{{- range .Values.policySet.policies -}}
+{{- if eq .name "service-account-token" -}}
+{{- with .settings -}}
+{{- if .optInKey }}{{ $key = .optInKey }}{{ end -}}
+{{- if hasKey . "optInValue" }}{{ $value = toString .optInValue }}{{ end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{ $key }}: {{ $value | quote }}
+{{- end -}}
+
+{{/*
+The audit's pod, in the CronJob's job template (audit.mode cronjob) or the
+Deployment's (watch): hardened as the webhook's pod is, with the same
+policy set.
+*/}}
+{{- define "agyn-admission.audit.pod" -}}
+{{- $watch := eq .Values.audit.mode "watch" -}}
+metadata:
+  labels:
+    {{- include "agyn-admission.audit.labels" . | nindent 4 }}
+  annotations:
+    # The audit reads the policy set at each run, and in watch mode rescans
+    # when it changes; the checksum only makes `helm upgrade` visible in
+    # the pod's history.
+    checksum/policy-set: {{ include (print $.Template.BasePath "/policy-set.yaml") . | sha256sum }}
+    # This pod calls the Kubernetes API: it opts in to its token, as the
+    # policy set's service-account-token policy asks (the release namespace
+    # is never judged, but the pod passes the policies anyway).
+    {{- include "agyn-admission.audit.tokenOptIn" . | nindent 4 }}
+spec:
+  serviceAccountName: {{ include "agyn-admission.audit.name" . }}
+  # The audit lists the cluster's workloads and writes reports with this
+  # token (in-cluster config). The webhook's pods have none: the server
+  # never calls the Kubernetes API.
+  automountServiceAccountToken: true
+  {{- with .Values.imagePullSecrets }}
+  imagePullSecrets:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- if not $watch }}
+  # A failed run stays for its logs; the Job retries in a new pod
+  # (audit.backoffLimit).
+  restartPolicy: Never
+  {{- end }}
+  securityContext:
+    runAsNonRoot: true
+    runAsUser: 65532
+    runAsGroup: 65532
+    fsGroup: 65532
+    seccompProfile:
+      type: RuntimeDefault
+  {{- with .Values.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.affinity }}
+  affinity:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  containers:
+    - name: audit
+      image: {{ include "agyn-admission.image" . }}
+      imagePullPolicy: {{ .Values.image.pullPolicy }}
+      args:
+        - audit
+        - --policies=/etc/agyn-admission/policy-set.yaml
+        - --cache-dir=/var/cache/agyn-admission
+        # Never audited, as never judged: the release namespace and
+        # kube-system (which the audit leaves out by itself), the excluded
+        # namespaces, and those labelled to opt out.
+        - --webhook-namespace={{ .Release.Namespace }}
+        {{- range .Values.webhook.excludedNamespaces }}
+        - {{ printf "--exclude-namespace=%s" . | quote }}
+        {{- end }}
+        - {{ printf "--opt-out-label=%s=disabled" .Values.webhook.optOutLabel | quote }}
+        - --report-api={{ .Values.audit.reportApi }}
+        - --results={{ .Values.audit.results }}
+        - --page-size={{ int .Values.audit.pageSize }}
+        - --log-format={{ .Values.logFormat }}
+        {{- if $watch }}
+        - --watch
+        - --metrics-listen=0.0.0.0:9090
+        {{- end }}
+      {{- if $watch }}
+      ports:
+        - name: metrics
+          containerPort: 9090
+      livenessProbe:
+        httpGet: {path: /healthz, port: metrics, scheme: HTTP}
+        periodSeconds: 10
+        failureThreshold: 3
+      readinessProbe:
+        httpGet: {path: /readyz, port: metrics, scheme: HTTP}
+        periodSeconds: 5
+      {{- end }}
+      resources:
+        {{- toYaml .Values.audit.resources | nindent 8 }}
+      securityContext:
+        runAsNonRoot: true
+        runAsUser: 65532
+        runAsGroup: 65532
+        allowPrivilegeEscalation: false
+        readOnlyRootFilesystem: true
+        capabilities:
+          drop: [ALL]
+      volumeMounts:
+        - {name: policy-set, mountPath: /etc/agyn-admission, readOnly: true}
+        - {name: cache, mountPath: /var/cache/agyn-admission}
+        {{- if .Values.extraPolicyModules.enabled }}
+        - {name: extra-policies, mountPath: /policies/extra, readOnly: true}
+        {{- end }}
+  volumes:
+    - name: policy-set
+      configMap:
+        name: {{ include "agyn-admission.fullname" . }}-policy-set
+    # Compiled policies. The image ships no precompiled cache yet: each
+    # run of the CronJob compiles the policies at its start (a few seconds
+    # for the built-in set).
+    - name: cache
+      emptyDir:
+        sizeLimit: 64Mi
+    {{- if .Values.extraPolicyModules.enabled }}
+    - name: extra-policies
+      {{- toYaml .Values.extraPolicyModules.volume | nindent 6 }}
+    {{- end }}
 {{- end -}}
