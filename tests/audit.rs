@@ -258,6 +258,12 @@ async fn reports_follow_the_objects_and_the_policy_set() {
     }))
     .unwrap();
     other.create(&nightly, false).await.unwrap();
+    // Compliant but for the user and group, which the webhook fills in.
+    let mut almost = pod("almost", true);
+    let container = &mut almost.spec.as_mut().unwrap().containers[0];
+    let security = container.security_context.as_mut().unwrap();
+    (security.run_as_user, security.run_as_group) = (None, None);
+    other.create(&almost, false).await.unwrap();
     opted_out
         .create(&pod("ignored", false), false)
         .await
@@ -319,19 +325,22 @@ async fn reports_follow_the_objects_and_the_policy_set() {
     assert_eq!(root_result["result"], "fail");
     assert!(!root_result["message"].as_str().unwrap().is_empty());
     assert!(root_report["summary"]["fail"].as_u64().unwrap() >= 2);
-    // A workload the webhook would only fill in fails too, naming fields.
-    let nightly_report = &reports(&client, &open_reports(), &other.name).await["cronjob-nightly"];
-    let message = nightly_report["results"]
+    // What the webhook would fill in is a failure, naming the fields.
+    let almost = &reports(&client, &open_reports(), &other.name).await["pod-almost"];
+    assert_eq!(verdicts(almost)["run-as-non-root"], "fail", "{almost:#}");
+    assert_eq!(almost["summary"]["fail"], 1, "{almost:#}");
+    let message = almost["results"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|r| r["policy"] == "readonly-root-filesystem")
+        .find(|r| r["policy"] == "run-as-non-root")
         .unwrap()["message"]
         .as_str()
         .unwrap()
         .to_string();
     assert!(
-        message.contains("would change the object at /spec/jobTemplate/spec/template/spec/containers/0/securityContext"),
+        message.contains("runAsUser must be a non-zero UID")
+            && message.contains("the webhook would change the object at /spec/securityContext"),
         "{message}"
     );
     assert!(
@@ -412,7 +421,10 @@ async fn reports_follow_the_objects_and_the_policy_set() {
     // Failures only: a passing object has no report.
     assert_ok(&audit(&["--results", "failures"]));
     let failing = reports(&client, &open_reports(), &other.name).await;
-    assert_eq!(failing.keys().collect::<Vec<_>>(), ["cronjob-nightly"]);
+    assert_eq!(
+        failing.keys().collect::<Vec<_>>(),
+        ["cronjob-nightly", "pod-almost"]
+    );
     assert!(
         verdicts(&failing["cronjob-nightly"])
             .values()

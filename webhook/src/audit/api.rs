@@ -55,3 +55,24 @@ fn transient(e: &kube::Error) -> bool {
 pub fn not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(status) if status.code == 404)
 }
+
+/// Whether a write failed because its namespace is being deleted (or is
+/// gone): a namespace deleted during a scan, whose objects go with it.
+pub fn namespace_gone(e: &kube::Error) -> bool {
+    let kube::Error::Api(status) = e else {
+        return false;
+    };
+    let causes = status
+        .details
+        .as_ref()
+        .map(|d| d.causes.as_slice())
+        .unwrap_or_default();
+    match status.code {
+        403 => causes.iter().any(|c| c.reason == "NamespaceTerminating"),
+        404 => status
+            .details
+            .as_ref()
+            .is_some_and(|d| d.kind == "namespaces"),
+        _ => false,
+    }
+}

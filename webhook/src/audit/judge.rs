@@ -235,18 +235,20 @@ pub fn judge(
         };
     }
     let mutation = review(Phase::Mutate, None);
-    // Which policy changes what: alone on the stored object, each policy
-    // that changed it in the set's run.
+    // Which policy changes what. When one policy alone changed the
+    // object, the set's run says; otherwise a policy is run alone on the
+    // stored object, but only if its own check passed: one that failed
+    // has said what is wrong, and each such run costs a whole engine call.
     let mutated: Vec<&str> = mutation
         .results
         .iter()
         .filter(|r| r.mutated)
         .map(|r| r.policy.as_str())
         .collect();
-    let changes = |policy: &str| -> Vec<String> {
+    let changes = |policy: &str, passed: bool| -> Vec<String> {
         let patch = match mutated.as_slice() {
             [only] if *only == policy => &mutation.patch,
-            _ if mutated.contains(&policy) => &review(Phase::Mutate, Some(policy)).patch,
+            _ if passed && mutated.contains(&policy) => &review(Phase::Mutate, Some(policy)).patch,
             _ => return vec![],
         };
         patch.0.iter().map(|op| op.path().to_string()).collect()
@@ -291,7 +293,7 @@ pub fn judge(
                 status = Status::Error;
                 messages.push(format!("the policy failed while mutating: it {e}"));
             }
-            let changed = changes(&r.policy);
+            let changed = changes(&r.policy, status == Status::Pass);
             if !changed.is_empty() {
                 // Only enforcing policies mutate: a failure of theirs
                 // stays an error.

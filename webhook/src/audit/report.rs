@@ -144,9 +144,9 @@ pub fn build(
     let mut hasher = Sha256::new();
     let mut line = format!("{api:?}\0{filter:?}\0{policy_set}\0{scope}\0");
     for r in &kept {
-        let _ = write!(
+        let _ = writeln!(
             line,
-            "{}\0{}\0{}\0{:?}\0{}\0{:?}\n",
+            "{}\0{}\0{}\0{:?}\0{}\0{:?}",
             r.policy,
             r.status.as_str(),
             r.message,

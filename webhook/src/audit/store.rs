@@ -155,6 +155,8 @@ impl Reports {
                     // There after all (another writer, or a report made
                     // without our label): applied over below.
                     Err(kube::Error::Api(status)) if status.code == 409 => false,
+                    // Its namespace is going away, and the object with it.
+                    Err(e) if api::namespace_gone(&e) => return Ok(()),
                     Err(e) => return Err(e),
                 }
             }
@@ -164,10 +166,15 @@ impl Reports {
             // touched them last.
             let params = PatchParams::apply(SOURCE).force();
             let patch = Patch::Apply(&report.body);
-            retry(&self.metrics, "apply", &report.name, || {
+            match retry(&self.metrics, "apply", &report.name, || {
                 reports.patch(&report.name, &params, &patch)
             })
-            .await?;
+            .await
+            {
+                Ok(_) => {}
+                Err(e) if api::namespace_gone(&e) => return Ok(()),
+                Err(e) => return Err(e),
+            }
         }
         self.lock().insert(
             key,

@@ -89,16 +89,6 @@ pub enum Mode {
     Audit,
 }
 
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Enforce => "enforce",
-            Mode::Warn => "warn",
-            Mode::Audit => "audit",
-        }
-    }
-}
-
 /// What a policy that fails (traps, times out, errs) does to the request.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
 pub enum FailurePolicy {
