@@ -36,7 +36,7 @@ def flags_of(*command):
 class Commands(unittest.TestCase):
     def test_documented_flags_exist(self):
         known = {"": flags_of()}
-        for command in ["check", "serve", "rules", "fallback"]:
+        for command in ["check", "serve", "rules", "fallback", "audit"]:
             known[command] = flags_of(command)
         for command in ["new", "build", "test", "inspect"]:
             known[f"policy {command}"] = flags_of("policy", command)

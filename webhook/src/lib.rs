@@ -6,6 +6,8 @@
 //! or the pod template out of the object and asks the [`engine`] to run
 //! every matching policy of the [`config`] policy set; [`admission`] then
 //! combines the verdicts and diffs the mutations into one JSON Patch.
+//! [`audit`] feeds the same review with the objects a cluster stores, and
+//! writes what it decides as policy reports.
 
 pub mod admission;
 pub mod audit;
