@@ -436,6 +436,30 @@ async fn reports_follow_the_objects_and_the_policy_set() {
             .is_empty()
     );
 
+    // One namespace alone: the reports elsewhere are not its to touch.
+    assert_ok(&audit(&[]));
+    let before = reports(&client, &open_reports(), &team.name).await;
+    assert_eq!(before.len(), 2);
+    assert_ok(&audit(&[
+        "--namespace",
+        &other.name,
+        "--results",
+        "failures",
+    ]));
+    let after = reports(&client, &open_reports(), &team.name).await;
+    for (name, report) in &before {
+        assert_eq!(
+            resource_version(report),
+            resource_version(&after[name]),
+            "{name}"
+        );
+    }
+    let failing = reports(&client, &open_reports(), &other.name).await;
+    assert_eq!(
+        failing["pod-almost"]["configuration"]["limits"]["statusFilter"],
+        json!(["fail", "error"])
+    );
+
     for namespace in [team, other, opted_out] {
         namespace.delete().await;
     }

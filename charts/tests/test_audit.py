@@ -315,6 +315,17 @@ class Render(unittest.TestCase):
             "--metrics-listen=0.0.0.0:9090",
         ])
 
+    def test_only_the_platform_namespaces_when_the_webhooks_judge_only_those(self):
+        _, docs = render({"audit": {"enabled": True},
+                          "webhook": {"otherNamespaces": {"enabled": False},
+                                      "platformNamespaces": ["agyn", "agyn-workloads"]}})
+        args = container(workload(docs))["args"]
+        self.assertEqual([a for a in args if a.startswith("--namespace")],
+                         ["--namespace=agyn", "--namespace=agyn-workloads"])
+        _, docs = render(AUDIT)
+        self.assertFalse([a for a in container(workload(docs))["args"]
+                          if a.startswith("--namespace")])
+
     def test_the_cron_job_follows_the_values(self):
         _, docs = render(AUDIT)
         spec = workload(docs)["spec"]

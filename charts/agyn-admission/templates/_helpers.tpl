@@ -242,6 +242,13 @@ spec:
         - {{ printf "--exclude-namespace=%s" . | quote }}
         {{- end }}
         - {{ printf "--opt-out-label=%s=disabled" .Values.webhook.optOutLabel | quote }}
+        {{- /* The webhooks judge only the platform's namespaces: so does
+               the audit. */}}
+        {{- if not .Values.webhook.otherNamespaces.enabled }}
+        {{- range .Values.webhook.platformNamespaces }}
+        - {{ printf "--namespace=%s" . | quote }}
+        {{- end }}
+        {{- end }}
         - --report-api={{ .Values.audit.reportApi }}
         - --results={{ .Values.audit.results }}
         - --page-size={{ int .Values.audit.pageSize }}

@@ -51,6 +51,9 @@ pub struct Options {
     /// Namespaces never audited: kube-system, the webhook's own, those the
     /// chart excludes.
     pub excluded_namespaces: BTreeSet<String>,
+    /// If any, the only namespaces audited; cluster-scoped objects are
+    /// then not audited either.
+    pub only_namespaces: BTreeSet<String>,
     /// A namespace labelled so is not audited (the chart's opt-out label).
     pub opt_out_label: Option<(String, String)>,
     pub page_size: u32,
@@ -319,8 +322,9 @@ impl Audit {
                     self.finish_writes().await;
                     if let Output::Reports(reports) = &self.output {
                         let name = kind.resource.kind.as_str();
-                        if let Err(e) = reports.sweep(|k| k == name, self.options.concurrency).await
-                        {
+                        let covered = |ns: Option<&str>| self.covers(ns);
+                        let stale = |ns: Option<&str>, k: &str| k == name && covered(ns);
+                        if let Err(e) = reports.sweep(stale, self.options.concurrency).await {
                             tracing::warn!(kind = %name, error = %e, "stale reports remain");
                             self.write_errors += 1;
                         }
@@ -366,10 +370,7 @@ impl Audit {
             if kind.is_workload() && kind.resource.kind != "Pod" {
                 self.owners.insert(uid);
             }
-            let skipped = object
-                .namespace()
-                .is_some_and(|ns| self.skipped_namespaces.contains(&ns));
-            if owned || skipped {
+            if owned || !self.audits(object.namespace().as_deref()) {
                 out_of_scope.push(judge::subject(kind, &object));
             } else {
                 due.push(object);
@@ -490,7 +491,7 @@ impl Audit {
             let audited: Vec<String> = self.kinds.iter().map(|k| k.resource.kind.clone()).collect();
             if let Err(e) = reports
                 .sweep(
-                    |k| !audited.iter().any(|a| a == k),
+                    |ns, k| !audited.iter().any(|a| a == k) && self.covers(ns),
                     self.options.concurrency,
                 )
                 .await
@@ -526,6 +527,25 @@ impl Audit {
         }
         self.skipped_namespaces = skipped;
         Ok(())
+    }
+
+    /// Whether the scan is about `namespace` at all (`None`: cluster
+    /// scope), whether or not it skips it: with `--namespace`, the reports
+    /// elsewhere are not this scan's to remove.
+    fn covers(&self, namespace: Option<&str>) -> bool {
+        let only = &self.options.only_namespaces;
+        only.is_empty() || namespace.is_some_and(|ns| only.contains(ns))
+    }
+
+    /// Whether objects in `namespace` (`None`: cluster-scoped) are audited.
+    fn audits(&self, namespace: Option<&str>) -> bool {
+        let only = &self.options.only_namespaces;
+        match namespace {
+            Some(ns) => {
+                !self.skipped_namespaces.contains(ns) && (only.is_empty() || only.contains(ns))
+            }
+            None => only.is_empty(),
+        }
     }
 
     /// Whether a namespace is left out of the audit.

@@ -236,20 +236,23 @@ impl Reports {
         self.remove_all(keys, concurrency).await
     }
 
-    /// Removes the unvouched reports on objects of the kinds `stale`
-    /// picks (those fully listed since [`Reports::unvouch`], or no longer
-    /// audited): their object is gone, out of scope, passing under
-    /// `--results failures`, or no longer judged. `concurrency` deletions
-    /// run at once. Returns the first error, having tried every report.
+    /// Removes the unvouched reports that `stale` picks by namespace and
+    /// kind (kinds fully listed since [`Reports::unvouch`], or no longer
+    /// audited, in the namespaces the scan covers): their object is gone,
+    /// out of scope, passing under `--results failures`, or no longer
+    /// judged. `concurrency` deletions run at once. Returns the first
+    /// error, having tried every report.
     pub async fn sweep(
         &self,
-        stale: impl Fn(&str) -> bool,
+        stale: impl Fn(Option<&str>, &str) -> bool,
         concurrency: usize,
     ) -> Result<(), kube::Error> {
         let keys: Vec<Key> = self
             .lock()
             .iter()
-            .filter(|(_, e)| !e.vouched && stale(&e.subject_kind))
+            .filter(|((namespace, _), e)| {
+                !e.vouched && stale(namespace.as_deref(), &e.subject_kind)
+            })
             .map(|(key, _)| key.clone())
             .collect();
         self.remove_all(keys, concurrency).await

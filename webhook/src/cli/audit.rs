@@ -41,6 +41,12 @@ pub struct AuditArgs {
     #[arg(long, value_name = "NAMESPACE")]
     exclude_namespace: Vec<String>,
 
+    /// Audit only this namespace (repeatable), as the chart's webhooks
+    /// judge only the platform's namespaces when told to. Cluster-scoped
+    /// objects are then not audited.
+    #[arg(long = "namespace", short = 'n', value_name = "NAMESPACE")]
+    namespaces: Vec<String>,
+
     /// A namespace label by which a namespace opts out, as KEY=VALUE (the
     /// chart's optOutLabel, with value `disabled`); `""` for none.
     #[arg(
@@ -116,6 +122,7 @@ async fn audit(args: AuditArgs) -> anyhow::Result<Exit> {
     excluded.extend(args.exclude_namespace.iter().cloned());
     let options = Options {
         excluded_namespaces: excluded,
+        only_namespaces: args.namespaces.iter().cloned().collect(),
         opt_out_label,
         page_size: args.page_size,
         report_api: args.report_api,
