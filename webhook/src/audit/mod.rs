@@ -180,11 +180,6 @@ impl Audit {
         }
     }
 
-    /// The kinds this audit lists, owners first.
-    pub fn kinds(&self) -> &[AuditedKind] {
-        &self.kinds
-    }
-
     fn events(&self, kind: &AuditedKind) -> Events {
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &kind.resource);
         let config = watcher::Config::default().page_size(self.options.page_size);

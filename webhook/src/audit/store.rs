@@ -100,12 +100,8 @@ impl Reports {
     }
 
     /// How many reports of ours the cluster holds, as far as known.
-    pub fn len(&self) -> usize {
+    pub fn count(&self) -> usize {
         self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Existing>> {

@@ -178,7 +178,7 @@ async fn audit(args: AuditArgs) -> anyhow::Result<Exit> {
         )
         .await?,
     );
-    tracing::info!(existing = reports.len(), "reports found");
+    tracing::info!(existing = reports.count(), "reports found");
     let output = Output::Reports(reports);
     let mut set = Arc::new(set);
     if !args.watch {
