@@ -37,8 +37,8 @@ MANAGED_BY = "app.kubernetes.io/managed-by=agyn-admission"
 JUDGED = {("", "pods"), ("", "replicationcontrollers"), ("apps", "deployments"),
           ("apps", "statefulsets"), ("apps", "daemonsets"), ("apps", "replicasets"),
           ("batch", "jobs"), ("batch", "cronjobs")}
-READ = ["get", "list", "watch"]
-WRITE = ["get", "list", "watch", "create", "update", "patch", "delete"]
+READ = ["list", "watch"]
+WRITE = ["list", "create", "update", "patch", "delete"]
 REPORTS = {
     "openreports": {"group": "openreports.io", "version": "v1alpha1",
                     "kinds": {"Report": "reports", "ClusterReport": "clusterreports"}},
@@ -631,17 +631,18 @@ class ApiServer(unittest.TestCase):
     def assert_permissions(self, account, api):
         own = REPORTS[api]
         other = REPORTS["wgpolicyk8s" if api == "openreports" else "openreports"]
-        allowed = [("list", "pods", None), ("watch", "pods", None), ("get", "pods", "team"),
+        allowed = [("list", "pods", None), ("watch", "pods", None), ("list", "pods", "team"),
                    ("list", "replicationcontrollers", None), ("list", "deployments.apps", None),
                    ("watch", "statefulsets.apps", None), ("list", "daemonsets.apps", None),
                    ("list", "replicasets.apps", None), ("list", "jobs.batch", None),
                    ("watch", "cronjobs.batch", None), ("list", "namespaces", None),
-                   ("get", "namespaces", None)]
+                   ("watch", "namespaces", None)]
         for plural in own["kinds"].values():
             resource = f"{plural}.{own['group']}"
             where = None if plural.startswith("cluster") else "team"
             allowed += [(verb, resource, where) for verb in WRITE]
         denied = [("get", "secrets", None), ("list", "secrets", "team"), ("create", "pods", "team"),
+                  ("get", "pods", "team"), ("get", "namespaces", None),
                   ("list", "configmaps", None), ("update", "pods", "team"), ("delete", "pods", "team"),
                   ("patch", "deployments.apps", "team"), ("patch", "namespaces", None),
                   ("list", "nodes", None), ("list", "serviceaccounts", None),
