@@ -59,8 +59,7 @@ pub struct Metrics {
     reports: Family<ActionLabels, Counter>,
     scan_seconds: Histogram,
     last_scan_objects: Gauge,
-    /// Totals for the log line, without walking the families.
-    scanned: AtomicU64,
+    /// API errors for the log line, without walking the family.
     errors: AtomicU64,
 }
 
@@ -118,7 +117,6 @@ impl Metrics {
             reports,
             scan_seconds,
             last_scan_objects,
-            scanned: AtomicU64::new(0),
             errors: AtomicU64::new(0),
         }
     }
@@ -127,7 +125,6 @@ impl Metrics {
         if judged.skipped.is_some() {
             return;
         }
-        self.scanned.fetch_add(1, Ordering::Relaxed);
         self.objects
             .get_or_create(&KindLabels {
                 kind: judged.subject.kind.clone(),
@@ -158,12 +155,9 @@ impl Metrics {
         self.last_scan_objects.set(objects as i64);
     }
 
-    /// Objects judged and API errors so far.
-    pub fn totals(&self) -> (u64, u64) {
-        (
-            self.scanned.load(Ordering::Relaxed),
-            self.errors.load(Ordering::Relaxed),
-        )
+    /// API errors so far.
+    pub fn api_errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
     }
 
     /// Reports by action so far.

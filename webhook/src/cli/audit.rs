@@ -3,7 +3,7 @@
 
 use super::manifests::Origin;
 use super::report::{self, CheckResult, Format};
-use super::{EngineArgs, Exit};
+use super::{EngineArgs, Exit, UnjudgedArgs};
 use crate::admission::Violation;
 use crate::audit::metrics::{Metrics, ReportAction};
 use crate::audit::{self, Audit, Judged, Options, Output, ReportApi, Reports, Results};
@@ -32,29 +32,14 @@ pub struct AuditArgs {
     #[arg(long, value_name = "NAME")]
     context: Option<String>,
 
-    /// The webhook's own namespace: never audited, as never judged.
-    #[arg(long, value_name = "NAMESPACE", default_value = "agyn-system")]
-    webhook_namespace: String,
-
-    /// Another namespace never audited (repeatable), as the chart's
-    /// webhook.excludedNamespaces. kube-system never is.
-    #[arg(long, value_name = "NAMESPACE")]
-    exclude_namespace: Vec<String>,
+    #[command(flatten)]
+    unjudged: UnjudgedArgs,
 
     /// Audit only this namespace (repeatable), as the chart's webhooks
     /// judge only the platform's namespaces when told to. Cluster-scoped
     /// objects are then not audited.
     #[arg(long = "namespace", short = 'n', value_name = "NAMESPACE")]
     namespaces: Vec<String>,
-
-    /// A namespace label by which a namespace opts out, as KEY=VALUE (the
-    /// chart's optOutLabel, with value `disabled`); `""` for none.
-    #[arg(
-        long,
-        value_name = "KEY=VALUE",
-        default_value = "agyn.io/admission=disabled"
-    )]
-    opt_out_label: String,
 
     /// The reports' API.
     #[arg(long, value_enum, default_value_t = ReportApi::Openreports)]
@@ -106,7 +91,7 @@ pub fn run(args: AuditArgs) -> anyhow::Result<Exit> {
 }
 
 async fn audit(args: AuditArgs) -> anyhow::Result<Exit> {
-    let opt_out_label = super::opt_out_label(&args.opt_out_label)?;
+    let opt_out_label = args.unjudged.opt_out_label()?;
     let engine = Arc::new(args.engine.engine()?);
     let source = args.engine.source();
     let set = {
@@ -118,8 +103,7 @@ async fn audit(args: AuditArgs) -> anyhow::Result<Exit> {
         .iter()
         .map(|n| n.to_string())
         .collect();
-    excluded.insert(args.webhook_namespace.clone());
-    excluded.extend(args.exclude_namespace.iter().cloned());
+    excluded.extend(args.unjudged.namespaces());
     let options = Options {
         excluded_namespaces: excluded,
         only_namespaces: args.namespaces.iter().cloned().collect(),
@@ -286,7 +270,7 @@ async fn client(args: &AuditArgs) -> anyhow::Result<kube::Client> {
 }
 
 fn log_summary(metrics: &Metrics, summary: &audit::Summary) {
-    let (_, api_errors) = metrics.totals();
+    let api_errors = metrics.api_errors();
     tracing::info!(
         objects = summary.objects,
         seconds = summary.took.as_secs_f64(),

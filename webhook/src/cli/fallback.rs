@@ -2,7 +2,7 @@
 //! (ValidatingAdmissionPolicies, and with `--mutations` Mutating ones) that
 //! keep enforcing a policy set while the webhook is down.
 
-use super::{DataFormat, EngineArgs, Exit};
+use super::{DataFormat, EngineArgs, Exit, UnjudgedArgs};
 use crate::config::PolicySet;
 use crate::fallback::{self, Options};
 
@@ -16,23 +16,8 @@ pub struct FallbackArgs {
     #[arg(long)]
     mutations: bool,
 
-    /// The webhook's own namespace: the policies never act there.
-    #[arg(long, value_name = "NAMESPACE", default_value = "agyn-system")]
-    webhook_namespace: String,
-
-    /// Another namespace the policies never act in (repeatable), as the
-    /// chart's webhook.excludedNamespaces. kube-system never is.
-    #[arg(long, value_name = "NAMESPACE")]
-    exclude_namespace: Vec<String>,
-
-    /// A namespace label by which a namespace opts out, as KEY=VALUE (the
-    /// chart's optOutLabel, with value `disabled`); `""` for none.
-    #[arg(
-        long,
-        value_name = "KEY=VALUE",
-        default_value = "agyn.io/admission=disabled"
-    )]
-    opt_out_label: String,
+    #[command(flatten)]
+    unjudged: UnjudgedArgs,
 
     /// `yaml` (a stream of documents) or `json` (a v1 List).
     #[arg(short, long, value_enum, default_value_t = DataFormat::Yaml)]
@@ -40,12 +25,11 @@ pub struct FallbackArgs {
 }
 
 pub fn run(args: FallbackArgs) -> anyhow::Result<Exit> {
-    let opt_out_label = super::opt_out_label(&args.opt_out_label)?;
+    let opt_out_label = args.unjudged.opt_out_label()?;
     let engine = args.engine.engine()?;
     let source = args.engine.source();
     let set = PolicySet::load(&source, &engine)?;
-    let mut exclude_namespaces = vec![args.webhook_namespace];
-    exclude_namespaces.extend(args.exclude_namespace);
+    let exclude_namespaces = args.unjudged.namespaces();
     let out = fallback::generate(
         &set,
         &Options {

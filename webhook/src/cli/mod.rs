@@ -66,14 +66,47 @@ pub(crate) enum DataFormat {
     Json,
 }
 
-/// `--opt-out-label KEY=VALUE` (`fallback`, `audit`): `""` for none.
-pub(crate) fn opt_out_label(text: &str) -> anyhow::Result<Option<(String, String)>> {
-    match text {
-        "" => Ok(None),
-        label => match label.split_once('=') {
-            Some((key, value)) if !key.is_empty() => Ok(Some((key.to_string(), value.to_string()))),
-            _ => anyhow::bail!("--opt-out-label {label:?}: expected KEY=VALUE"),
-        },
+/// What the chart's webhooks never judge, so neither do `fallback`'s
+/// policies nor `audit`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct UnjudgedArgs {
+    /// The webhook's own namespace: never judged.
+    #[arg(long, value_name = "NAMESPACE", default_value = "agyn-system")]
+    webhook_namespace: String,
+
+    /// Another namespace never judged (repeatable), as the chart's
+    /// webhook.excludedNamespaces. kube-system never is.
+    #[arg(long, value_name = "NAMESPACE")]
+    exclude_namespace: Vec<String>,
+
+    /// A namespace label by which a namespace opts out, as KEY=VALUE (the
+    /// chart's optOutLabel, with value `disabled`); `""` for none.
+    #[arg(
+        long,
+        value_name = "KEY=VALUE",
+        default_value = "agyn.io/admission=disabled"
+    )]
+    opt_out_label: String,
+}
+
+impl UnjudgedArgs {
+    /// The webhook's namespace, then the excluded ones.
+    pub(crate) fn namespaces(&self) -> Vec<String> {
+        let mut namespaces = vec![self.webhook_namespace.clone()];
+        namespaces.extend(self.exclude_namespace.iter().cloned());
+        namespaces
+    }
+
+    pub(crate) fn opt_out_label(&self) -> anyhow::Result<Option<(String, String)>> {
+        match self.opt_out_label.as_str() {
+            "" => Ok(None),
+            label => match label.split_once('=') {
+                Some((key, value)) if !key.is_empty() => {
+                    Ok(Some((key.to_string(), value.to_string())))
+                }
+                _ => anyhow::bail!("--opt-out-label {label:?}: expected KEY=VALUE"),
+            },
+        }
     }
 }
 
