@@ -136,8 +136,10 @@ impl Server {
         server.webhook = field(&listening, "webhook").parse().unwrap();
         server.metrics = field(&listening, "metrics").parse().unwrap();
         server.wait_for_log(Duration::from_secs(60), |e| {
-            e["message"].as_str().is_some_and(|m| m.ends_with("ready"))
-                || text_line(e).contains("; ready")
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("policy set loaded"))
+                || text_line(e).contains("policy set loaded")
         });
         server
     }

@@ -4,7 +4,7 @@
 //! without panicking: a panic is the finding.
 
 use crate::admission::{self, Options, Phase};
-use crate::config::{PolicySet, Source};
+use crate::config::{NoRegistry, PolicySet, Source};
 use crate::engine::{Engine, EngineOptions, EvalError};
 use crate::server::admission_review::{self, AdmissionResponse};
 use std::sync::OnceLock;
@@ -52,7 +52,7 @@ pub fn policy_set(data: &[u8]) {
     };
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     let engine = ENGINE.get_or_init(|| Engine::new(&EngineOptions::default()).expect("an engine"));
-    let _ = PolicySet::from_text(text, &Source::Builtin, engine);
+    let _ = PolicySet::from_text(text, &Source::Builtin, engine, &NoRegistry);
 }
 
 /// `check`'s manifest reader on any text, as YAML and as JSON.

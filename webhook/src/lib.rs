@@ -16,4 +16,5 @@ pub mod config;
 pub mod engine;
 pub mod fallback;
 pub mod fuzz;
+pub mod registry;
 pub mod server;

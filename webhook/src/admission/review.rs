@@ -4,7 +4,7 @@ use super::kinds::WorkloadKind;
 use super::request::{AdmissionRequest, GuestRequest, Resource};
 use super::target::{Target, View};
 use super::{ReviewError, pod, readable};
-use crate::config::{Mode, Operation, Policy, PolicySet};
+use crate::config::{Mode, Operation, Policy, PolicySet, Unavailable};
 use crate::engine::{Call, EvalError, Limits};
 use kube::core::admission::Operation as RequestOperation;
 use serde::Deserialize;
@@ -68,7 +68,7 @@ pub fn review_with(
         .iter()
         .filter_map(|p| Some((p, target.view(&p.rules)?)))
         .collect();
-    if judging.is_empty() {
+    if judging.is_empty() && set.unavailable.is_empty() {
         return Ok(Decision::skipped(format!(
             "no policy judges a {}",
             target.kind
@@ -104,7 +104,25 @@ pub fn review_with(
                 })
         })
         .collect();
-    if matching.is_empty() {
+    // A policy without its module judges what its match lets through, as
+    // the object (or, for a workload, its pod template) is labelled.
+    let labels_view = match target.workload {
+        Some(kind) if kind != WorkloadKind::Pod => View::PodTemplate,
+        _ => View::Object,
+    };
+    let unavailable: Vec<PolicyResult> = set
+        .unavailable
+        .iter()
+        .filter(|u| unavailable_takes_part(u, options))
+        .filter(|u| {
+            u.matching
+                .matches(target.kind, target.operation, target.namespace, || {
+                    object.labels(labels_view)
+                })
+        })
+        .map(unavailable_result)
+        .collect();
+    if matching.is_empty() && unavailable.is_empty() {
         return Ok(Decision::skipped("no policy matches"));
     }
 
@@ -142,6 +160,7 @@ pub fn review_with(
         }
     }
     run.revalidate(&matching[..stale]);
+    run.results.extend(unavailable);
 
     let patch = run.object.patch()?;
     Ok(Decision {
@@ -184,6 +203,16 @@ pub fn unjudged(
             mutated: false,
             duration: Duration::ZERO,
         })
+        .chain(
+            set.unavailable
+                .iter()
+                .filter(|u| unavailable_takes_part(u, options))
+                .filter(|u| {
+                    u.matching
+                        .may_match(target.kind, target.operation, target.namespace)
+                })
+                .map(unavailable_result),
+        )
         .collect();
     if results.is_empty() {
         return Decision::skipped("no policy matches");
@@ -229,6 +258,23 @@ fn scope<'r>(set: &PolicySet, request: &'r AdmissionRequest) -> Scope<'r> {
 fn takes_part(policy: &Policy, options: &Options) -> bool {
     options.policy.is_none_or(|only| policy.name == only)
         && (options.phase != Phase::Mutate || (policy.mutate && policy.mode == Mode::Enforce))
+}
+
+fn unavailable_takes_part(policy: &Unavailable, options: &Options) -> bool {
+    options.policy.is_none_or(|only| policy.name == only)
+        && (options.phase != Phase::Mutate || (policy.mutate && policy.mode == Mode::Enforce))
+}
+
+/// A policy without its module fails; its failure policy answers.
+fn unavailable_result(policy: &Unavailable) -> PolicyResult {
+    PolicyResult {
+        policy: policy.name.clone(),
+        mode: policy.mode,
+        failure_policy: policy.failure_policy,
+        outcome: PolicyOutcome::Failed(policy.error()),
+        mutated: false,
+        duration: Duration::ZERO,
+    }
 }
 
 /// Parses JSON that serde_json has read once as a `RawValue`, which

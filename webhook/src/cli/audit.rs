@@ -93,10 +93,12 @@ pub fn run(args: AuditArgs) -> anyhow::Result<Exit> {
 async fn audit(args: AuditArgs) -> anyhow::Result<Exit> {
     let opt_out_label = args.unjudged.opt_out_label()?;
     let engine = Arc::new(args.engine.engine()?);
+    let registry = Arc::new(args.engine.registry()?);
     let source = args.engine.source();
     let set = {
-        let (engine, source) = (engine.clone(), source.clone());
-        tokio::task::spawn_blocking(move || PolicySet::load(&source, &engine)).await??
+        let (engine, source, registry) = (engine.clone(), source.clone(), registry.clone());
+        tokio::task::spawn_blocking(move || PolicySet::load_with(&source, &engine, &*registry))
+            .await??
     };
     let client = client(&args).await?;
     let mut excluded: std::collections::BTreeSet<String> = ALWAYS_EXEMPT_NAMESPACES
@@ -208,8 +210,12 @@ async fn audit(args: AuditArgs) -> anyhow::Result<Exit> {
         }
         if reload.has_changed().unwrap_or(false) {
             reload.mark_unchanged();
-            let (engine, source) = (engine.clone(), source.clone());
-            match tokio::task::spawn_blocking(move || PolicySet::load(&source, &engine)).await? {
+            let (engine, source, registry) = (engine.clone(), source.clone(), registry.clone());
+            match tokio::task::spawn_blocking(move || {
+                PolicySet::load_with(&source, &engine, &*registry)
+            })
+            .await?
+            {
                 Ok(new) => {
                     tracing::info!("policy set reloaded: scanning again");
                     set = Arc::new(new);

@@ -40,7 +40,8 @@ pub struct CheckArgs {
 
 pub fn run(args: CheckArgs) -> anyhow::Result<Exit> {
     let engine = args.engine.engine()?;
-    let set = PolicySet::load(&args.engine.source(), &engine)?;
+    let registry = args.engine.registry()?;
+    let set = PolicySet::load_with(&args.engine.source(), &engine, &registry)?;
     let (inputs, unlisted) = manifests::inputs(&args.paths);
     // Results are printed only once every input has been read and judged:
     // an unreadable file ends the run with no partial report.

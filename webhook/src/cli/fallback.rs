@@ -28,7 +28,8 @@ pub fn run(args: FallbackArgs) -> anyhow::Result<Exit> {
     let opt_out_label = args.unjudged.opt_out_label()?;
     let engine = args.engine.engine()?;
     let source = args.engine.source();
-    let set = PolicySet::load(&source, &engine)?;
+    let registry = args.engine.registry()?;
+    let set = PolicySet::load_with(&source, &engine, &registry)?;
     let exclude_namespaces = args.unjudged.namespaces();
     let out = fallback::generate(
         &set,

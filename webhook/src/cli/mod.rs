@@ -12,6 +12,7 @@ mod rules;
 pub use check::judge_text;
 
 use crate::engine::{Engine, EngineOptions};
+use crate::registry::{Registry, RegistryOptions};
 use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -120,6 +121,59 @@ pub(crate) struct EngineArgs {
 
     #[command(flatten)]
     cache: CacheArgs,
+
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+/// How `oci://` modules are pulled.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RegistryArgs {
+    /// Registry credentials: a Docker config.json (the format of a
+    /// kubernetes.io/dockerconfigjson pull secret). Default:
+    /// $DOCKER_CONFIG/config.json or ~/.docker/config.json, if there.
+    #[arg(long, env = "AGYN_REGISTRY_CONFIG", value_name = "FILE")]
+    registry_config: Option<PathBuf>,
+
+    /// PEM certificates to trust for registries, besides the system's.
+    #[arg(long, env = "AGYN_REGISTRY_CA", value_name = "FILE")]
+    registry_ca: Option<PathBuf>,
+
+    /// A registry (HOST or HOST:PORT) to reach in plain HTTP. Repeatable.
+    /// Registries on loopback addresses are tried in HTTPS, then in plain
+    /// HTTP, without it.
+    #[arg(
+        long = "insecure-registry",
+        env = "AGYN_INSECURE_REGISTRIES",
+        value_name = "HOST",
+        value_delimiter = ','
+    )]
+    insecure_registries: Vec<String>,
+
+    /// The longest one pull of a module may take.
+    #[arg(long, env = "AGYN_REGISTRY_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = crate::config::duration::parse)]
+    registry_timeout: std::time::Duration,
+}
+
+impl RegistryArgs {
+    /// A registry client; pulled modules are kept under `cache` (the
+    /// compiled-policy cache directory), if any.
+    pub(crate) fn registry(&self, cache: Option<PathBuf>) -> anyhow::Result<Registry> {
+        let docker_config = self.registry_config.clone().or_else(|| {
+            let dir = std::env::var_os("DOCKER_CONFIG")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))?;
+            Some(dir.join("config.json")).filter(|p| p.is_file())
+        });
+        Registry::new(&RegistryOptions {
+            docker_config,
+            ca_bundle: self.registry_ca.clone(),
+            insecure: self.insecure_registries.clone(),
+            timeout: self.registry_timeout,
+            store_dir: cache.map(|dir| dir.join("modules")),
+        })
+        .map_err(anyhow::Error::msg)
+    }
 }
 
 /// Where compiled policies are kept: every command that compiles them.
@@ -139,6 +193,11 @@ pub(crate) struct CacheArgs {
 impl EngineArgs {
     pub(crate) fn engine(&self) -> anyhow::Result<Engine> {
         self.cache.engine()
+    }
+
+    /// The registry the set's `oci://` modules come from.
+    pub(crate) fn registry(&self) -> anyhow::Result<Registry> {
+        self.registry.registry(self.cache.cache_root())
     }
 
     pub(crate) fn source(&self) -> crate::config::Source {

@@ -20,7 +20,16 @@ pub struct RulesArgs {
 
 pub fn run(args: RulesArgs) -> anyhow::Result<Exit> {
     let engine = args.engine.engine()?;
-    let set = PolicySet::load(&args.engine.source(), &engine)?;
+    let registry = args.engine.registry()?;
+    let set = PolicySet::load_with(&args.engine.source(), &engine, &registry)?;
+    // A module's rules are in its metadata: without it, they are unknown.
+    if let Some(policy) = set.unavailable.first() {
+        anyhow::bail!(
+            "policy {:?}: its module is unavailable, so the requests it judges are unknown: {}",
+            policy.name,
+            policy.error()
+        );
+    }
     let rules = serde_json::json!({
         "validating": merge(requests(&set, false)),
         "mutating": merge(requests(&set, true)),

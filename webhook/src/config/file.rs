@@ -16,6 +16,10 @@ pub struct PolicySetFile {
     /// Objects no policy ever judges. kube-system is always exempt.
     #[serde(default)]
     pub exemptions: Exemptions,
+    /// The key every `oci://` module must be signed with, unless its
+    /// policy names its own.
+    #[serde(default)]
+    pub verify: Option<Verify>,
     /// Policies in order: mutations run in this order.
     pub policies: Vec<PolicyEntry>,
 }
@@ -47,16 +51,24 @@ pub struct Exemptions {
 pub struct PolicyEntry {
     /// This entry's name in the set and in every message.
     pub name: Spanned<String>,
-    /// `builtin` (the default) or the path of a `.wasm` component, relative
-    /// to the policy set file.
+    /// `builtin` (the default), the path of a `.wasm` component relative
+    /// to the policy set file, or `oci://registry/repository@sha256:…`.
     #[serde(default)]
-    pub module: Option<String>,
+    pub module: Option<Spanned<String>>,
     /// The policy inside the module; defaults to `name`.
     #[serde(default)]
     pub policy: Option<String>,
-    /// Refuse the module unless its sha256 is this (lowercase hex).
+    /// Refuse the module unless its sha256 is this (lowercase hex). For an
+    /// `oci://` module, the manifest's digest: the reference's pin.
     #[serde(default)]
     pub sha256: Option<String>,
+    /// Let an `oci://` module be named by a tag alone, resolved on every
+    /// load.
+    #[serde(default)]
+    pub allow_floating_tags: bool,
+    /// The key this policy's `oci://` module must be signed with.
+    #[serde(default)]
+    pub verify: Option<Verify>,
     #[serde(default)]
     pub mode: Mode,
     /// Let the policy change objects (in the mutating webhook, and in
@@ -74,6 +86,14 @@ pub struct PolicyEntry {
     /// The policy's own settings, checked by the policy at load.
     #[serde(default)]
     pub settings: Option<Spanned<serde_json::Value>>,
+}
+
+/// A cosign public key: PEM, in the file or in a file it names (relative
+/// to the policy set file).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Verify {
+    pub key: Spanned<String>,
 }
 
 /// What a violation does.
@@ -99,7 +119,7 @@ pub enum FailurePolicy {
     Ignore,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MatchFile {
     /// Only these namespaces (empty: all).

@@ -12,11 +12,13 @@ pub use quantity::parse_size;
 use crate::admission::Breaker;
 use crate::engine::metadata::Rule;
 use crate::engine::{Engine, EvalError, Limits, PolicyComponent};
+use crate::registry::{ModuleRef, Pulled, Registry, SCHEME, VerifyKey};
 use agyn_policy_sdk::selector_matches;
 use file::{PolicyEntry, PolicySetFile};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 use thiserror::Error;
 
@@ -68,13 +70,89 @@ impl Source {
     }
 }
 
-/// A loaded policy set: every component compiled, every setting accepted.
+/// Where a set's `oci://` modules come from.
+pub trait ModuleSource {
+    /// The module's bytes and manifest digest, or why they cannot be had
+    /// (now: a later attempt may succeed).
+    fn module(&self, module: &ModuleRef, key: Option<&VerifyKey>) -> Result<Pulled, String>;
+}
+
+/// Pulls what is not stored, waiting for the registry: for commands.
+impl ModuleSource for Registry {
+    fn module(&self, module: &ModuleRef, key: Option<&VerifyKey>) -> Result<Pulled, String> {
+        self.fetch(module, key)
+    }
+}
+
+/// For sets that name no registry module: tests, benchmarks, the fuzzer.
+pub struct NoRegistry;
+
+impl ModuleSource for NoRegistry {
+    fn module(&self, module: &ModuleRef, _: Option<&VerifyKey>) -> Result<Pulled, String> {
+        Err(format!("{module}: this command reads no registry"))
+    }
+}
+
+/// A loaded policy set: every component compiled, every setting accepted,
+/// but for policies whose module could not be had.
 #[derive(Debug)]
 pub struct PolicySet {
     pub exempt_namespaces: Vec<String>,
     pub exempt_usernames: Vec<String>,
     pub policies: Vec<Policy>,
     pub components: Vec<PolicyComponent>,
+    /// Policies of the set whose `oci://` module could not be pulled,
+    /// verified or loaded: each fails every request its match lets
+    /// through, and its failure policy answers, while the rest serve.
+    pub unavailable: Vec<Unavailable>,
+    /// The policies whose module came from a registry, and at what digest.
+    pub registry_modules: Vec<RegistryModule>,
+}
+
+#[derive(Debug)]
+pub struct RegistryModule {
+    pub policy: String,
+    /// As the set names it.
+    pub module: String,
+    /// The manifest digest loaded (a floating tag's resolution).
+    pub digest: String,
+}
+
+/// A policy whose module is not there. Its rules are the module's, so
+/// they are unknown: it judges every request the webhook is sent that its
+/// `match` lets through (a set names `match.kinds` to narrow that).
+#[derive(Debug)]
+pub struct Unavailable {
+    pub name: String,
+    /// The module as the set names it.
+    pub module: String,
+    pub mode: Mode,
+    pub mutate: bool,
+    pub failure_policy: FailurePolicy,
+    pub matching: Match,
+    /// What to pull for another try; `None` when the module was had and
+    /// refused for what it is (no pull changes that).
+    pub pull: Option<(ModuleRef, Option<VerifyKey>)>,
+    /// Why, as the last attempt said: kept current by whoever retries.
+    reason: Mutex<String>,
+}
+
+impl Unavailable {
+    pub fn reason(&self) -> String {
+        self.reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_reason(&self, reason: String) {
+        *self.reason.lock().unwrap_or_else(|e| e.into_inner()) = reason;
+    }
+
+    /// What a request it would judge meets instead of a verdict.
+    pub fn error(&self) -> EvalError {
+        EvalError::Unavailable(format!("{}: {}", self.module, self.reason()))
+    }
 }
 
 /// One policy of the set, ready to run.
@@ -119,17 +197,29 @@ impl PolicySet {
         self.components[policy.component].metadata(&policy.inner)
     }
 
-    /// Reads, checks and compiles a policy set. Any error names the file,
-    /// the line where it can, and the policy.
+    /// Reads, checks and compiles a policy set that names no registry
+    /// module: [`PolicySet::load_with`] for sets that may.
     pub fn load(source: &Source, engine: &Engine) -> Result<PolicySet, ConfigError> {
+        Self::load_with(source, engine, &NoRegistry)
+    }
+
+    /// Reads, checks and compiles a policy set, taking `oci://` modules
+    /// from `modules`. Any error names the file, the line where it can,
+    /// and the policy; a module that cannot be had is not an error but an
+    /// [`Unavailable`] policy.
+    pub fn load_with(
+        source: &Source,
+        engine: &Engine,
+        modules: &dyn ModuleSource,
+    ) -> Result<PolicySet, ConfigError> {
         match source {
-            Source::Builtin => Self::from_text(BUILTIN_POLICY_SET, source, engine),
+            Source::Builtin => Self::from_text(BUILTIN_POLICY_SET, source, engine, modules),
             Source::File(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     path: path.clone(),
                     source,
                 })?;
-                Self::from_text(&text, source, engine)
+                Self::from_text(&text, source, engine, modules)
             }
         }
     }
@@ -140,6 +230,7 @@ impl PolicySet {
         text: &str,
         source: &Source,
         engine: &Engine,
+        modules: &dyn ModuleSource,
     ) -> Result<PolicySet, ConfigError> {
         let origin = source.origin();
         let base = match source {
@@ -154,8 +245,13 @@ impl PolicySet {
             origin,
             base,
             engine,
+            modules,
+            verify: None,
             components: Vec::new(),
             by_module: HashMap::new(),
+            unavailable: Vec::new(),
+            registry_modules: Vec::new(),
+            digests: HashMap::new(),
         }
         .load(file)
     }
@@ -205,6 +301,8 @@ impl PolicySet {
             exempt_usernames: Vec::new(),
             policies: vec![policy],
             components: vec![component],
+            unavailable: Vec::new(),
+            registry_modules: Vec::new(),
         })
     }
 }
@@ -213,14 +311,27 @@ struct Loader<'a> {
     origin: String,
     base: Option<PathBuf>,
     engine: &'a Engine,
+    modules: &'a dyn ModuleSource,
+    /// The set-wide key for `oci://` modules.
+    verify: Option<VerifyKey>,
     components: Vec<PolicyComponent>,
-    /// Module reference -> index in `components`, so a module named by
-    /// several policies compiles once.
-    by_module: HashMap<String, usize>,
+    /// Module reference -> index in `components` (or why it cannot be
+    /// had), so a module named by several policies is had once.
+    by_module: HashMap<String, Result<usize, (String, bool)>>,
+    unavailable: Vec<Unavailable>,
+    registry_modules: Vec<RegistryModule>,
+    /// Component index -> the manifest digest it was pulled at.
+    digests: HashMap<usize, String>,
 }
 
 impl Loader<'_> {
     fn load(mut self, file: PolicySetFile) -> Result<PolicySet, ConfigError> {
+        if let Some(verify) = &file.verify {
+            self.verify = Some(self.key(verify).map_err(|message| ConfigError::Parse {
+                origin: self.origin.clone(),
+                message,
+            })?);
+        }
         let mut policies: Vec<Policy> = Vec::new();
         for entry in file.policies {
             let line = entry.name.referenced.line() as usize;
@@ -241,10 +352,14 @@ impl Loader<'_> {
                     message,
                 }
             };
-            if policies.iter().any(|p| p.name == name) {
+            if policies.iter().any(|p| p.name == name)
+                || self.unavailable.iter().any(|u| u.name == name)
+            {
                 return Err(error("the name is used twice in this set".into()));
             }
-            policies.push(self.policy(entry).map_err(error)?);
+            if let Some(policy) = self.policy(entry).map_err(error)? {
+                policies.push(policy);
+            }
         }
         let mut exempt_namespaces = file.exemptions.namespaces;
         for ns in ALWAYS_EXEMPT_NAMESPACES {
@@ -257,16 +372,107 @@ impl Loader<'_> {
             exempt_usernames: file.exemptions.usernames,
             policies,
             components: self.components,
+            unavailable: self.unavailable,
+            registry_modules: self.registry_modules,
         })
     }
 
-    fn policy(&mut self, entry: PolicyEntry) -> Result<Policy, String> {
+    /// The policy, ready; `None` if its `oci://` module cannot be had, or
+    /// was had and refused (then it is one of `self.unavailable`). An
+    /// error is the set's: the whole set is refused.
+    fn policy(&mut self, entry: PolicyEntry) -> Result<Option<Policy>, String> {
         let defaults = Limits::default();
         let limits = Limits {
             deadline: entry.timeout.map_or(defaults.deadline, |t| t.0),
             memory: entry.memory_limit.map_or(defaults.memory, |m| m.0),
         };
-        let component = self.component(entry.module.as_deref(), entry.sha256.as_deref(), limits)?;
+        let Some(module) = entry
+            .module
+            .as_ref()
+            .filter(|m| m.value.starts_with(SCHEME))
+        else {
+            if entry.allow_floating_tags || entry.verify.is_some() {
+                return Err("`allowFloatingTags` and `verify` apply to oci:// modules only".into());
+            }
+            let module = entry.module.as_ref().map(|m| m.value.clone());
+            let component = self.component(module.as_deref(), entry.sha256.as_deref(), limits)?;
+            return self.ready(entry, component, limits).map(Some);
+        };
+        let at_module = |e: String| format!("line {}: {e}", module.referenced.line());
+        let reference = ModuleRef::parse(
+            &module.value,
+            entry.sha256.as_deref(),
+            entry.allow_floating_tags,
+        )
+        .map_err(at_module)?;
+        let key = match &entry.verify {
+            Some(verify) => Some(self.key(verify)?),
+            None => self.verify.clone(),
+        };
+        let written = module.value.clone();
+        let unavailable = |entry: &PolicyEntry, pull: bool, reason: String| {
+            Ok::<_, String>(Unavailable {
+                name: entry.name.value.clone(),
+                module: written.clone(),
+                mode: entry.mode,
+                mutate: entry.mutate,
+                failure_policy: entry.failure_policy,
+                matching: Match::unchecked(entry.matching.clone()),
+                pull: pull.then(|| (reference.clone(), key.clone())),
+                reason: Mutex::new(reason),
+            })
+        };
+        let component = match self.oci_component(&reference, key.as_ref(), limits) {
+            Ok(component) => component,
+            Err((reason, pull)) => {
+                tracing::warn!(
+                    policy = %entry.name.value,
+                    module = %written,
+                    reason = %reason,
+                    "the policy's module is unavailable: its failure policy answers for it"
+                );
+                let unavailable = unavailable(&entry, pull, reason)?;
+                self.unavailable.push(unavailable);
+                return Ok(None);
+            }
+        };
+        let name = entry.name.value.clone();
+        let refused = unavailable(&entry, false, String::new())?;
+        match self.ready(entry, component, limits) {
+            Ok(policy) => {
+                self.registry_modules.push(RegistryModule {
+                    policy: name,
+                    module: written,
+                    digest: self.digests[&component].clone(),
+                });
+                Ok(Some(policy))
+            }
+            Err(message) => {
+                // A module is the registry's to change (a floating tag):
+                // what it refuses costs this policy, not the whole set.
+                let message = match message.split_once(": ") {
+                    Some((line, rest)) if line.starts_with("line ") => rest.to_string(),
+                    _ => message,
+                };
+                let reason = format!(
+                    "the module ({}) was pulled, but {message}",
+                    self.digests[&component]
+                );
+                tracing::warn!(policy = %name, reason = %reason, "the policy's module is refused");
+                refused.set_reason(reason);
+                self.unavailable.push(refused);
+                Ok(None)
+            }
+        }
+    }
+
+    /// The checks of a policy on its loaded component.
+    fn ready(
+        &mut self,
+        entry: PolicyEntry,
+        component: usize,
+        limits: Limits,
+    ) -> Result<Policy, String> {
         let inner = entry.policy.unwrap_or_else(|| entry.name.value.clone());
         let loaded = &self.components[component];
         if !loaded.policies().contains(&inner) {
@@ -333,8 +539,8 @@ impl Loader<'_> {
     ) -> Result<usize, String> {
         let module = module.unwrap_or("builtin");
         let key = format!("{module}\0{}", sha256.unwrap_or_default());
-        if let Some(&index) = self.by_module.get(&key) {
-            return Ok(index);
+        if let Some(Ok(index)) = self.by_module.get(&key) {
+            return Ok(*index);
         }
         let component = match module {
             "builtin" => self.engine.builtin(sha256),
@@ -350,8 +556,64 @@ impl Loader<'_> {
         }
         .map_err(|e| format!("module {module}: {e}"))?;
         self.components.push(component);
-        self.by_module.insert(key, self.components.len() - 1);
+        self.by_module.insert(key, Ok(self.components.len() - 1));
         Ok(self.components.len() - 1)
+    }
+
+    /// An `oci://` module, had from the set's module source and compiled;
+    /// else why not, and whether another pull may help.
+    fn oci_component(
+        &mut self,
+        module: &ModuleRef,
+        key: Option<&VerifyKey>,
+        limits: Limits,
+    ) -> Result<usize, (String, bool)> {
+        let id = format!("{module}\0{:?}", key.map(|k| &k.origin));
+        if let Some(known) = self.by_module.get(&id) {
+            return known.clone();
+        }
+        let loaded = self
+            .modules
+            .module(module, key)
+            .map_err(|e| (e, true))
+            .and_then(|pulled| {
+                self.engine
+                    .load(&pulled.module, None, limits)
+                    .map_err(|e| {
+                        (
+                            format!("the module ({}) was pulled, but {e}", pulled.digest),
+                            false,
+                        )
+                    })
+                    .map(|component| {
+                        tracing::info!(module = %module, digest = %pulled.digest, "module loaded");
+                        (component, pulled.digest)
+                    })
+            })
+            .map(|(component, digest)| {
+                self.components.push(component);
+                self.digests.insert(self.components.len() - 1, digest);
+                self.components.len() - 1
+            });
+        self.by_module.insert(id, loaded.clone());
+        loaded
+    }
+
+    /// A key as `verify.key` gives it: PEM, or a file of PEM relative to
+    /// the set's folder.
+    fn key(&self, verify: &file::Verify) -> Result<VerifyKey, String> {
+        let at = |e: String| format!("line {}: verify: {e}", verify.key.referenced.line());
+        let text = &verify.key.value;
+        if text.trim_start().starts_with("-----BEGIN") {
+            return VerifyKey::from_pem(text, "given in the policy set".into()).map_err(at);
+        }
+        let path = match &self.base {
+            Some(base) => base.join(text),
+            None => PathBuf::from(text),
+        };
+        let pem = std::fs::read_to_string(&path)
+            .map_err(|e| at(format!("cannot read the key {}: {e}", path.display())))?;
+        VerifyKey::from_pem(&pem, path.display().to_string()).map_err(at)
     }
 }
 
@@ -413,6 +675,22 @@ pub struct Match {
 }
 
 impl Match {
+    /// The set's match for a policy whose rules are unknown (its module is
+    /// unavailable): every kind named is taken.
+    fn unchecked(file: file::MatchFile) -> Self {
+        Match {
+            namespaces: file.namespaces,
+            exclude_namespaces: file.exclude_namespaces,
+            label_selector: file.label_selector,
+            kinds: file.kinds.into_iter().map(|k| k.value).collect(),
+            operations: if file.operations.is_empty() {
+                vec![Operation::Create, Operation::Update]
+            } else {
+                file.operations
+            },
+        }
+    }
+
     /// The set's match for a policy with `rules`: a kind the policy can
     /// never judge is refused (a typo, or the wrong policy).
     fn new(file: file::MatchFile, rules: &[Rule]) -> Result<Self, String> {

@@ -126,6 +126,9 @@ pub enum EvalError {
         "was not run: it missed its deadline {0} times in a row, and runs one review at a time until it meets it again"
     )]
     CircuitOpen(u32),
+    /// Its module could not be pulled, verified or loaded.
+    #[error("was not run: its module is unavailable: {0}")]
+    Unavailable(String),
     /// A bug on the host side, caught before it could drop the request.
     #[error("was not run to the end: internal error: {0}")]
     Internal(String),

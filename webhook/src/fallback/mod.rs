@@ -468,7 +468,9 @@ policies:
     fn generated() -> &'static Fallback {
         static FALLBACK: std::sync::LazyLock<Fallback> = std::sync::LazyLock::new(|| {
             let engine = Engine::new(&EngineOptions::default()).unwrap();
-            let set = PolicySet::from_text(SET, &Source::Builtin, &engine).unwrap();
+            let set =
+                PolicySet::from_text(SET, &Source::Builtin, &engine, &crate::config::NoRegistry)
+                    .unwrap();
             generate(
                 &set,
                 &Options {

@@ -111,6 +111,19 @@ struct LimitLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModuleLabels {
+    policy: String,
+    module: String,
+    digest: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PullLabels {
+    module: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     result: &'static str,
 }
@@ -130,6 +143,9 @@ pub struct Metrics {
     policy_seconds: Histograms<PolicyLabels>,
     policy_errors: Family<PolicyErrorLabels, Counter>,
     policies_loaded: Gauge,
+    policies_unavailable: Gauge,
+    modules: Family<ModuleLabels, Gauge>,
+    pulls: Family<PullLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
     connections: Family<PortLabels, Gauge>,
     limits: Family<LimitLabels, Counter>,
@@ -162,6 +178,9 @@ impl Metrics {
         let policy_seconds = Histograms::new_with_constructor(latency as fn() -> Histogram);
         let policy_errors = Family::default();
         let policies_loaded = Gauge::default();
+        let policies_unavailable = Gauge::default();
+        let modules = Family::default();
+        let pulls = Family::default();
         let reloads = Family::default();
         let connections = Family::default();
         let limits = Family::default();
@@ -191,6 +210,21 @@ impl Metrics {
             policies_loaded.clone(),
         );
         registry.register(
+            "policies_unavailable",
+            "Policies of the set whose module could not be pulled, verified or loaded: their failure policy answers for them",
+            policies_unavailable.clone(),
+        );
+        registry.register(
+            "policy_module",
+            "1 for each policy whose module came from a registry, with the module as the set names it and the manifest digest loaded",
+            modules.clone(),
+        );
+        registry.register(
+            "policy_module_pulls",
+            "Pulls of registry modules, by module and result (pulled, failed)",
+            pulls.clone(),
+        );
+        registry.register(
             "policy_set_reloads",
             "Policy set reloads after its file changed, by result (loaded, refused)",
             reloads.clone(),
@@ -212,6 +246,9 @@ impl Metrics {
             policy_seconds,
             policy_errors,
             policies_loaded,
+            policies_unavailable,
+            modules,
+            pulls,
             reloads,
             connections,
             limits,
@@ -290,8 +327,31 @@ impl Metrics {
         }
     }
 
-    pub fn policies_loaded(&self, count: usize) {
-        self.policies_loaded.set(count as i64);
+    /// What the set now served has: its policies, those without their
+    /// module, and the registry modules loaded.
+    pub fn policy_set(&self, set: &crate::config::PolicySet) {
+        self.policies_loaded.set(set.policies.len() as i64);
+        self.policies_unavailable.set(set.unavailable.len() as i64);
+        self.modules.clear();
+        for module in &set.registry_modules {
+            self.modules
+                .get_or_create(&ModuleLabels {
+                    policy: module.policy.clone(),
+                    module: module.module.clone(),
+                    digest: module.digest.clone(),
+                })
+                .set(1);
+        }
+    }
+
+    pub fn pull(&self, module: &str, pulled: bool) {
+        let result = if pulled { "pulled" } else { "failed" };
+        self.pulls
+            .get_or_create(&PullLabels {
+                module: module.to_string(),
+                result,
+            })
+            .inc();
     }
 
     pub fn reload(&self, loaded: bool) {
@@ -319,6 +379,7 @@ fn cause(error: &EvalError) -> &'static str {
         EvalError::Unreadable(_) => "unreadable",
         EvalError::Overloaded => "overloaded",
         EvalError::CircuitOpen(_) => "circuit_open",
+        EvalError::Unavailable(_) => "unavailable",
         EvalError::Internal(_) => "internal",
     }
 }

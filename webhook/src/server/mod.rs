@@ -8,12 +8,13 @@
 pub(crate) mod admission_review;
 mod connections;
 mod metrics;
+mod modules;
 mod routes;
 mod tls;
 pub(crate) mod watch;
 
 use crate::cli::EngineArgs;
-use crate::config::{PolicySet, Source, duration, parse_size};
+use crate::config::{Source, duration, parse_size};
 use crate::engine::{Engine, MAX_CONCURRENT_INSTANCES};
 use anyhow::Context;
 use arc_swap::ArcSwapOption;
@@ -178,6 +179,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         read_timeout: args.read_timeout,
         reviews: Arc::new(Semaphore::new(args.max_concurrent_reviews as usize)),
         draining: AtomicBool::new(false),
+        modules: std::sync::OnceLock::new(),
     });
     let max_connections = connection_budget(args.max_connections as usize);
 
@@ -243,13 +245,33 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let engine = Arc::new(args.engine.engine()?);
     let source = args.engine.source();
+    let modules = Arc::new(modules::Modules::new(args.engine.registry()?));
     let set = {
-        let (engine, source) = (engine.clone(), source.clone());
-        tokio::task::spawn_blocking(move || PolicySet::load(&source, &engine)).await?
+        let (engine, source, modules) = (engine.clone(), source.clone(), modules.clone());
+        tokio::task::spawn_blocking(move || modules.load(&source, &engine)).await?
     }?;
-    tracing::info!(policies = set.policies.len(), "policy set loaded; ready");
+    tracing::info!(
+        policies = set.policies.len(),
+        unavailable = set.unavailable.len(),
+        "policy set loaded"
+    );
     shared.install(set);
+    shared.modules.get_or_init(|| modules.clone());
     release_compiler_memory();
+    let reload: Arc<dyn Fn() + Send + Sync> = {
+        let (shared, engine, source, modules) = (
+            shared.clone(),
+            engine.clone(),
+            source.clone(),
+            modules.clone(),
+        );
+        Arc::new(move || reload(&shared, &engine, &source, &modules))
+    };
+    tokio::spawn(
+        modules
+            .clone()
+            .retry(shared.clone(), metrics.clone(), reload.clone()),
+    );
 
     let _certificate_watch = watch::watch(&certificate.paths(), "tls", {
         let certificate = certificate.clone();
@@ -265,8 +287,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let _policy_watch = match &source {
         Source::File(path) => Some(
             watch::watch(&[path.as_path()], "policies", {
-                let (shared, engine, source) = (shared.clone(), engine.clone(), source.clone());
-                move || reload(&shared, &engine, &source)
+                let reload = reload.clone();
+                move || reload()
             })
             .context("watching the policy set file")?,
         ),
@@ -360,17 +382,19 @@ impl fmt::Display for Escaped<'_> {
     }
 }
 
-/// Loads the changed policy set; swaps it in only if it is valid.
-fn reload(shared: &Shared, engine: &Engine, source: &Source) {
-    match PolicySet::load(source, engine) {
+/// Loads the policy set again (its file changed, or a module arrived);
+/// swaps it in only if it is valid.
+fn reload(shared: &Shared, engine: &Engine, source: &Source, modules: &modules::Modules) {
+    modules.reloaded(|| match modules.load(source, engine) {
         Ok(set) => {
             // Logged once in effect: a reader of the log (an operator, or a
             // test) may rely on requests after it meeting the new set.
             let policies = set.policies.len();
+            let unavailable = set.unavailable.len();
             shared.install(set);
             release_compiler_memory();
             shared.metrics.reload(true);
-            tracing::info!(policies, "policy set reloaded");
+            tracing::info!(policies, unavailable, "policy set reloaded");
         }
         Err(e) => {
             tracing::error!(
@@ -379,7 +403,7 @@ fn reload(shared: &Shared, engine: &Engine, source: &Source) {
             );
             shared.metrics.reload(false);
         }
-    }
+    })
 }
 
 /// SIGTERM (the kubelet) or SIGINT (a terminal), listened for from the

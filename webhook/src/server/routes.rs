@@ -54,11 +54,14 @@ pub struct Shared {
     pub reviews: Arc<Semaphore>,
     /// Set on SIGTERM: `/readyz` fails so that no new traffic comes.
     pub draining: AtomicBool,
+    /// Registry modules, once the first set is loaded: `/readyz` waits
+    /// for their first pull.
+    pub modules: std::sync::OnceLock<Arc<super::modules::Modules>>,
 }
 
 impl Shared {
     pub fn install(&self, set: PolicySet) {
-        self.metrics.policies_loaded(set.policies.len());
+        self.metrics.policy_set(&set);
         self.set.store(Some(Arc::new(set)));
     }
 }
@@ -97,8 +100,25 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response()
     } else if shared.set.load().is_none() {
         (StatusCode::SERVICE_UNAVAILABLE, "policies are loading").into_response()
+    } else if shared.modules.get().is_some_and(|m| !m.tried()) {
+        (StatusCode::SERVICE_UNAVAILABLE, "pulling policy modules").into_response()
     } else {
-        "ok".into_response()
+        // Ready even with modules missing (see `modules`), saying which.
+        let set = shared.set.load();
+        let missing: Vec<String> = set
+            .iter()
+            .flat_map(|set| &set.unavailable)
+            .map(|u| format!("{} ({}): {}", u.name, u.module, u.reason()))
+            .collect();
+        match missing.is_empty() {
+            true => "ok".into_response(),
+            false => format!(
+                "ok; {} policies without their module, failing by their failure policy:\n{}\n",
+                missing.len(),
+                missing.join("\n")
+            )
+            .into_response(),
+        }
     }
 }
 

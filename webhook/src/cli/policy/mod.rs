@@ -1,12 +1,14 @@
 //! `agyn-admission policy`: the policy author's toolchain. `new` makes a
 //! crate, `build` compiles it to a component with its metadata, `test`
 //! runs declarative tests through the engine as the webhook runs policies,
-//! and `inspect` says what a component holds.
+//! `inspect` says what a component holds, and `push` and `pull` move it to
+//! and from an OCI registry.
 
 mod build;
 mod inspect;
 mod new;
 mod profile;
+mod registry;
 mod test;
 
 use super::Exit;
@@ -24,6 +26,11 @@ pub enum PolicyCommand {
     /// Show what a component holds: policies, metadata, world, imports,
     /// size, sha256.
     Inspect(inspect::InspectArgs),
+    /// Push a component to an OCI registry; print the digest to pin.
+    Push(registry::PushArgs),
+    /// Pull a module from an OCI registry into the cache (and a file);
+    /// print its digest.
+    Pull(registry::PullArgs),
 }
 
 pub fn run(command: PolicyCommand) -> anyhow::Result<Exit> {
@@ -32,5 +39,7 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<Exit> {
         PolicyCommand::Build(args) => build::run(args),
         PolicyCommand::Test(args) => test::run(args),
         PolicyCommand::Inspect(args) => inspect::run(args),
+        PolicyCommand::Push(args) => registry::push(args),
+        PolicyCommand::Pull(args) => registry::pull(args),
     }
 }
