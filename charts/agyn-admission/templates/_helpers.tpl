@@ -257,6 +257,11 @@ spec:
         - --watch
         - --metrics-listen=0.0.0.0:9090
         {{- end }}
+      {{- with include "agyn-admission.registry.env" . }}
+      # How oci:// modules are pulled (registry), as the server pulls them.
+      env:
+        {{- . | nindent 8 }}
+      {{- end }}
       {{- if $watch }}
       ports:
         - name: metrics
@@ -285,6 +290,9 @@ spec:
         {{- if .Values.extraPolicyModules.enabled }}
         - {name: extra-policies, mountPath: /policies/extra, readOnly: true}
         {{- end }}
+        {{- with include "agyn-admission.registry.volumeMounts" . }}
+        {{- . | nindent 8 }}
+        {{- end }}
   volumes:
     - name: policy-set
       configMap:
@@ -294,9 +302,150 @@ spec:
     # for the built-in set).
     - name: cache
       emptyDir:
-        sizeLimit: 64Mi
+        sizeLimit: {{ include "agyn-admission.cacheSizeLimit" . }}
     {{- if .Values.extraPolicyModules.enabled }}
     - name: extra-policies
       {{- toYaml .Values.extraPolicyModules.volume | nindent 6 }}
     {{- end }}
+    {{- with include "agyn-admission.registry.volumes" . }}
+    {{- . | nindent 4 }}
+    {{- end }}
+{{- end -}}
+
+{{/*
+Whether policySet names a module from an OCI registry (module:
+oci://...): "true", or empty.
+*/}}
+{{- define "agyn-admission.registry.ociModules" -}}
+{{- $oci := false -}}
+{{- range .Values.policySet.policies -}}
+{{- if hasPrefix "oci://" (toString (.module | default "")) }}{{ $oci = true }}{{ end -}}
+{{- end -}}
+{{- if $oci }}true{{ end -}}
+{{- end -}}
+
+{{/*
+The cache volume's size: the compiled built-in policies fit in 64Mi;
+pulled modules and their compiled code need registry.cacheSizeLimit.
+*/}}
+{{- define "agyn-admission.cacheSizeLimit" -}}
+{{- if include "agyn-admission.registry.ociModules" . }}{{ .Values.registry.cacheSizeLimit }}{{ else }}64Mi{{ end -}}
+{{- end -}}
+
+{{/*
+Whether the NetworkPolicies let the pods reach the registries (and DNS):
+"true", or empty. registry.networkPolicy.egress auto: when policySet names
+an oci:// module.
+*/}}
+{{- define "agyn-admission.registry.egress" -}}
+{{- $mode := .Values.registry.networkPolicy.egress -}}
+{{- if or (eq $mode "always") (and (eq $mode "auto") (include "agyn-admission.registry.ociModules" .)) }}true{{ end -}}
+{{- end -}}
+
+{{/*
+The environment of `serve` and `audit` for pulling oci:// modules (their
+RegistryArgs), as a list of env entries; empty when no registry value is
+set and the set names no oci:// module.
+*/}}
+{{- define "agyn-admission.registry.env" -}}
+{{- $r := .Values.registry -}}
+{{- $ca := or $r.caBundle.configMap $r.caBundle.secret -}}
+{{- if $r.pullSecret }}
+- name: AGYN_REGISTRY_CONFIG
+  value: /etc/agyn/registry/config.json
+{{- end }}
+{{- if $ca }}
+- name: AGYN_REGISTRY_CA
+  value: /etc/agyn/registry-ca/ca.crt
+{{- end }}
+{{- with $r.insecure }}
+- name: AGYN_INSECURE_REGISTRIES
+  value: {{ join "," . | quote }}
+{{- end }}
+{{- if or (include "agyn-admission.registry.ociModules" .) $r.pullSecret $ca $r.insecure }}
+- name: AGYN_REGISTRY_TIMEOUT
+  value: {{ $r.timeout | quote }}
+{{- end }}
+{{- end -}}
+
+{{/*
+The registry's read-only mounts: the pull secret's config.json, the CA
+bundle, the cosign public keys. Empty when none is set.
+*/}}
+{{- define "agyn-admission.registry.volumeMounts" -}}
+{{- $r := .Values.registry -}}
+{{- if $r.pullSecret }}
+- {name: registry-config, mountPath: /etc/agyn/registry, readOnly: true}
+{{- end }}
+{{- if or $r.caBundle.configMap $r.caBundle.secret }}
+- {name: registry-ca, mountPath: /etc/agyn/registry-ca, readOnly: true}
+{{- end }}
+{{- if $r.verifyKeys.configMap }}
+- {name: verify-keys, mountPath: /etc/agyn/keys, readOnly: true}
+{{- end }}
+{{- end -}}
+
+{{/*
+The volumes of those mounts.
+*/}}
+{{- define "agyn-admission.registry.volumes" -}}
+{{- $r := .Values.registry -}}
+{{- with $r.pullSecret }}
+# The registry credentials: only the pull secret's config.json, readable
+# by the pod's group (fsGroup) and no one else.
+- name: registry-config
+  secret:
+    secretName: {{ . | quote }}
+    items:
+      - {key: .dockerconfigjson, path: config.json}
+    defaultMode: 288 # 0440
+{{- end }}
+{{- with $r.caBundle }}
+{{- if and .configMap .secret }}
+{{- fail "registry.caBundle: name a configMap or a secret, not both" }}
+{{- end }}
+{{- if .configMap }}
+- name: registry-ca
+  configMap:
+    name: {{ .configMap | quote }}
+    items:
+      - {key: {{ .key | quote }}, path: ca.crt}
+{{- else if .secret }}
+- name: registry-ca
+  secret:
+    secretName: {{ .secret | quote }}
+    items:
+      - {key: {{ .key | quote }}, path: ca.crt}
+{{- end }}
+{{- end }}
+{{- with $r.verifyKeys.configMap }}
+- name: verify-keys
+  configMap:
+    name: {{ . | quote }}
+{{- end }}
+{{- end -}}
+
+{{/*
+NetworkPolicy egress rules to the registries and to DNS.
+*/}}
+{{- define "agyn-admission.registry.egressRules" -}}
+{{- $np := .Values.registry.networkPolicy -}}
+# The registries of the policy set's oci:// modules
+# (registry.networkPolicy.peers; anywhere if empty).
+- ports:
+    {{- range $np.ports }}
+    - {port: {{ int . }}, protocol: TCP}
+    {{- end }}
+  {{- with $np.peers }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+# DNS, to find them.
+- ports:
+    - {port: 53, protocol: UDP}
+    - {port: 53, protocol: TCP}
+  {{- with $np.dnsPeers }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
 {{- end -}}
