@@ -66,6 +66,13 @@ pub const POLICY_LABEL: &str = "agyn.io/fallback-for";
 /// The API server's own admission policies for what `set` enforces.
 pub fn generate(set: &PolicySet, options: &Options) -> Fallback {
     let mut out = Fallback::default();
+    // A registry module is never built in: only the reason differs.
+    for policy in &set.unavailable {
+        out.skipped.push(Skipped {
+            policy: policy.name.clone(),
+            reason: format!("not a built-in policy, and {}", policy.error()),
+        });
+    }
     for policy in &set.policies {
         let builtin = set.components[policy.component].sha256() == builtin_sha256();
         let translation = if builtin {

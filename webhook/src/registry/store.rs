@@ -18,12 +18,12 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-pub enum Store {
-    Disk(PathBuf),
-    Memory {
-        modules: Mutex<HashMap<String, Stored>>,
-        tags: Mutex<HashMap<String, String>>,
-    },
+pub struct Store {
+    dir: Option<PathBuf>,
+    /// What could not be written to `dir` (or all, without one): a module
+    /// pulled must load even where nothing can be kept on disk.
+    modules: Mutex<HashMap<String, Stored>>,
+    tags: Mutex<HashMap<String, String>>,
 }
 
 /// A module as stored: checked against its digest.
@@ -38,24 +38,19 @@ impl Store {
     /// The store under `dir` (created `0700`, as the compiled cache), or
     /// in memory.
     pub fn new(dir: Option<PathBuf>) -> Self {
-        match dir {
-            Some(dir) => Store::Disk(dir),
-            None => Store::Memory {
-                modules: Mutex::default(),
-                tags: Mutex::default(),
-            },
+        Store {
+            dir,
+            modules: Mutex::default(),
+            tags: Mutex::default(),
         }
     }
 
     /// The module stored under `digest`, if it is there and intact.
     pub fn get(&self, digest_wanted: &str) -> Option<Stored> {
-        let dir = match self {
-            Store::Disk(dir) => dir,
-            Store::Memory { modules, .. } => {
-                return lock(modules).get(digest_wanted).cloned();
-            }
-        };
-        let entry = entry(dir, digest_wanted);
+        if let Some(stored) = lock(&self.modules).get(digest_wanted) {
+            return Some(stored.clone());
+        }
+        let entry = entry(self.dir.as_ref()?, digest_wanted);
         let manifest = std::fs::read(entry.join("manifest.json")).ok()?;
         let damaged = |what: &str| {
             tracing::warn!(
@@ -86,51 +81,59 @@ impl Store {
 
     /// Stores a pulled module (with the signatures that were fetched, if
     /// any). The entry is written beside and renamed into place, so a
-    /// reader never sees half of one. Failing to store costs only a pull
-    /// next time.
+    /// reader never sees half of one. What cannot be written is kept in
+    /// memory.
     pub fn put(&self, digest: &str, stored: &Stored) {
-        match self {
-            Store::Disk(dir) => {
-                if let Err(e) = put(dir, digest, stored) {
-                    tracing::warn!(dir = %dir.display(), error = %e, "cannot keep the pulled module");
-                }
-            }
-            Store::Memory { modules, .. } => {
-                lock(modules).insert(digest.to_string(), stored.clone());
+        if let Some(dir) = &self.dir {
+            match put(dir, digest, stored) {
+                Ok(()) => return,
+                Err(e) => tracing::warn!(
+                    dir = %dir.display(),
+                    error = %e,
+                    "cannot keep the pulled module on disk: kept in memory, pulled again after a restart"
+                ),
             }
         }
+        lock(&self.modules).insert(digest.to_string(), stored.clone());
     }
 
     /// The digest a floating tag last resolved to, for when the registry
     /// cannot be asked.
     pub fn resolved(&self, reference: &Reference) -> Option<String> {
-        let text = match self {
-            Store::Disk(dir) => std::fs::read_to_string(tag_file(dir, reference)).ok()?,
-            Store::Memory { tags, .. } => lock(tags).get(&reference.whole())?.clone(),
+        let text = match lock(&self.tags).get(&reference.whole()) {
+            Some(digest) => digest.clone(),
+            None => std::fs::read_to_string(tag_file(self.dir.as_ref()?, reference)).ok()?,
         };
         super::reference::normalize_digest(text.trim()).ok()
     }
 
     pub fn set_resolved(&self, reference: &Reference, digest: &str) {
-        let dir = match self {
-            Store::Disk(dir) => dir,
-            Store::Memory { tags, .. } => {
-                lock(tags).insert(reference.whole(), digest.to_string());
-                return;
+        let result = match &self.dir {
+            None => Err(None),
+            Some(dir) => {
+                let path = tag_file(dir, reference);
+                (|| {
+                    DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(path.parent().expect("a tag file has a folder"))?;
+                    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+                    std::fs::write(&tmp, digest)?;
+                    std::fs::rename(&tmp, &path)
+                })()
+                .map_err(|e| Some((path, e)))
             }
         };
-        let path = tag_file(dir, reference);
-        let result = (|| {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(path.parent().expect("a tag file has a folder"))?;
-            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-            std::fs::write(&tmp, digest)?;
-            std::fs::rename(&tmp, &path)
-        })();
-        if let Err(e) = result {
-            tracing::warn!(path = %path.display(), error = %e, "cannot record the tag's digest");
+        match result {
+            Ok(()) => {
+                lock(&self.tags).remove(&reference.whole());
+            }
+            Err(failed) => {
+                if let Some((path, e)) = failed {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot record the tag's digest");
+                }
+                lock(&self.tags).insert(reference.whole(), digest.to_string());
+            }
         }
     }
 }
@@ -175,4 +178,54 @@ fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn module() -> (String, Stored) {
+        let artifact = crate::registry::Artifact::new(b"\0asm module".to_vec(), "m.wasm", &[]);
+        let digest = artifact.digest();
+        let stored = Stored {
+            manifest: artifact.manifest,
+            module: artifact.layer,
+            signatures: Vec::new(),
+        };
+        (digest, stored)
+    }
+
+    #[test]
+    fn what_is_read_back_is_checked_again() {
+        let dir = std::env::temp_dir().join(format!("agyn-store-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::new(Some(dir.clone()));
+        let (digest, stored) = module();
+        assert!(store.get(&digest).is_none());
+        store.put(&digest, &stored);
+        assert_eq!(store.get(&digest).unwrap().module, stored.module);
+        // Another digest's name on it: refused.
+        let other = format!("sha256:{}", "1".repeat(64));
+        std::fs::rename(entry(&dir, &digest), entry(&dir, &other)).unwrap();
+        assert!(store.get(&other).is_none());
+        std::fs::rename(entry(&dir, &other), entry(&dir, &digest)).unwrap();
+        // The module changed on disk: refused, to be pulled again.
+        std::fs::write(entry(&dir, &digest).join("module.wasm"), b"\0asm other").unwrap();
+        assert!(store.get(&digest).is_none());
+        store.put(&digest, &stored);
+        assert!(store.get(&digest).is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn in_memory_without_a_directory() {
+        let store = Store::new(None);
+        let (digest, stored) = module();
+        store.put(&digest, &stored);
+        assert_eq!(store.get(&digest).unwrap().manifest, stored.manifest);
+        let reference: Reference = "r.example.com/a:1".parse().unwrap();
+        assert_eq!(store.resolved(&reference), None);
+        store.set_resolved(&reference, &digest);
+        assert_eq!(store.resolved(&reference), Some(digest));
+    }
 }

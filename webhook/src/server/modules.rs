@@ -113,15 +113,7 @@ impl Modules {
     ) {
         let mut backoff = FIRST_BACKOFF;
         loop {
-            let wanted = shared.set.load_full().map_or_else(Vec::new, |set| {
-                let mut wanted: Vec<(ModuleRef, Option<VerifyKey>)> = Vec::new();
-                for pull in set.unavailable.iter().filter_map(|u| u.pull.clone()) {
-                    if !wanted.contains(&pull) {
-                        wanted.push(pull);
-                    }
-                }
-                wanted
-            });
+            let wanted = missing(&shared);
             let floating =
                 std::mem::take(&mut *self.floating.lock().unwrap_or_else(|e| e.into_inner()));
             if wanted.is_empty() && floating.is_empty() {
@@ -170,9 +162,14 @@ impl Modules {
             if progressed {
                 let reload = reload.clone();
                 let _ = tokio::task::spawn_blocking(move || reload()).await;
-                backoff = FIRST_BACKOFF;
                 self.tried.store(true, Ordering::Relaxed);
-                continue;
+                if wanted.is_empty() || missing(&shared) != wanted {
+                    backoff = FIRST_BACKOFF;
+                    continue;
+                }
+                // Pulled, and still missing (the store could not keep
+                // it): wait as after a failure, not pull again at once.
+                failed = true;
             }
             self.tried.store(true, Ordering::Relaxed);
             if !failed {
@@ -185,4 +182,17 @@ impl Modules {
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
+}
+
+/// What the served set misses and a pull may bring, once each.
+fn missing(shared: &Shared) -> Vec<(ModuleRef, Option<VerifyKey>)> {
+    let mut wanted = Vec::new();
+    if let Some(set) = shared.set.load_full() {
+        for pull in set.unavailable.iter().filter_map(|u| u.pull.clone()) {
+            if !wanted.contains(&pull) {
+                wanted.push(pull);
+            }
+        }
+    }
+    wanted
 }

@@ -181,8 +181,10 @@ async fn admit(
     // Metrics are labelled by endpoint: a policy name from the URL becomes
     // a label only once the set is known to have it.
     let known = policy.as_ref().is_none_or(|p| {
-        set.as_ref()
-            .is_some_and(|s| s.policies.iter().any(|known| &known.name == p))
+        set.as_ref().is_some_and(|s| {
+            s.policies.iter().any(|known| &known.name == p)
+                || s.unavailable.iter().any(|known| &known.name == p)
+        })
     });
     let name = match &policy {
         None => base.to_string(),
