@@ -38,7 +38,7 @@ class Commands(unittest.TestCase):
         known = {"": flags_of()}
         for command in ["check", "serve", "rules", "fallback", "audit"]:
             known[command] = flags_of(command)
-        for command in ["new", "build", "test", "inspect"]:
+        for command in ["new", "build", "test", "inspect", "push", "pull"]:
             known[f"policy {command}"] = flags_of("policy", command)
         seen = 0
         for document in DOCUMENTS:
