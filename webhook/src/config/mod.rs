@@ -410,17 +410,15 @@ impl Loader<'_> {
             None => self.verify.clone(),
         };
         let written = module.value.clone();
-        let unavailable = |entry: &PolicyEntry, pull: bool, reason: String| {
-            Ok::<_, String>(Unavailable {
-                name: entry.name.value.clone(),
-                module: written.clone(),
-                mode: entry.mode,
-                mutate: entry.mutate,
-                failure_policy: entry.failure_policy,
-                matching: Match::unchecked(entry.matching.clone()),
-                pull: pull.then(|| (reference.clone(), key.clone())),
-                reason: Mutex::new(reason),
-            })
+        let unavailable = |entry: &PolicyEntry, pull: bool, reason: String| Unavailable {
+            name: entry.name.value.clone(),
+            module: written.clone(),
+            mode: entry.mode,
+            mutate: entry.mutate,
+            failure_policy: entry.failure_policy,
+            matching: Match::unchecked(entry.matching.clone()),
+            pull: pull.then(|| (reference.clone(), key.clone())),
+            reason: Mutex::new(reason),
         };
         let component = match self.oci_component(&reference, key.as_ref(), limits) {
             Ok(component) => component,
@@ -431,13 +429,13 @@ impl Loader<'_> {
                     reason = %reason,
                     "the policy's module is unavailable: its failure policy answers for it"
                 );
-                let unavailable = unavailable(&entry, pull, reason)?;
+                let unavailable = unavailable(&entry, pull, reason);
                 self.unavailable.push(unavailable);
                 return Ok(None);
             }
         };
         let name = entry.name.value.clone();
-        let refused = unavailable(&entry, false, String::new())?;
+        let refused = unavailable(&entry, false, String::new());
         match self.ready(entry, component, limits) {
             Ok(policy) => {
                 self.registry_modules.push(RegistryModule {
@@ -568,7 +566,11 @@ impl Loader<'_> {
         key: Option<&VerifyKey>,
         limits: Limits,
     ) -> Result<usize, (String, bool)> {
-        let id = format!("{module}\0{:?}", key.map(|k| &k.origin));
+        // Keyed by the key itself: two keys may come from the same place.
+        let id = format!(
+            "{module}\0{}",
+            key.map(VerifyKey::fingerprint).unwrap_or_default()
+        );
         if let Some(known) = self.by_module.get(&id) {
             return known.clone();
         }

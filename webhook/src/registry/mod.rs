@@ -110,12 +110,8 @@ impl Registry {
 
     /// The module as stored by an earlier pull, if it is there, intact,
     /// and (with `key`) signed. A floating tag is taken at the digest it
-    /// last resolved to. `None`: not stored; an error: stored, but refused.
-    pub fn stored(
-        &self,
-        module: &ModuleRef,
-        key: Option<&VerifyKey>,
-    ) -> Option<Result<Pulled, String>> {
+    /// last resolved to.
+    pub fn stored(&self, module: &ModuleRef, key: Option<&VerifyKey>) -> Option<Pulled> {
         let digest = match &module.digest {
             Some(digest) => digest.clone(),
             None => self.store.resolved(&module.reference)?,
@@ -128,10 +124,10 @@ impl Registry {
             // registry may have that signature.
             return None;
         }
-        Some(Ok(Pulled {
+        Some(Pulled {
             module: stored.module,
             digest,
-        }))
+        })
     }
 
     /// A module for a command that can wait: from the store when pinned
@@ -142,12 +138,12 @@ impl Registry {
         if module.digest.is_some()
             && let Some(stored) = self.stored(module, key)
         {
-            return stored;
+            return Ok(stored);
         }
         match block_on(self.pull(module, key)) {
             Ok(pulled) => Ok(pulled),
             Err(e) if module.digest.is_none() => match self.stored(module, key) {
-                Some(Ok(stored)) => {
+                Some(stored) => {
                     tracing::warn!(
                         module = %module,
                         digest = %stored.digest,
@@ -156,7 +152,7 @@ impl Registry {
                     );
                     Ok(stored)
                 }
-                _ => Err(e),
+                None => Err(e),
             },
             Err(e) => Err(e),
         }
@@ -209,7 +205,7 @@ impl Registry {
         }
         let digest = digest_found;
         if let Some(stored) = self.stored(&module_at(module, &digest), key) {
-            return stored.map_err(OciError::Refused);
+            return Ok(stored);
         }
         let layer = artifact::module_layer(&manifest).map_err(OciError::Refused)?;
         let reference = module.at(&digest);

@@ -56,6 +56,16 @@ impl VerifyKey {
         })?;
         Ok(VerifyKey { key, origin })
     }
+
+    /// The key's point, in hex: tells keys apart whatever their origin.
+    pub fn fingerprint(&self) -> String {
+        self.key
+            .to_encoded_point(true)
+            .as_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
 }
 
 /// One signature as it was fetched: the payload's bytes and the

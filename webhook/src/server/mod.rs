@@ -255,8 +255,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         unavailable = set.unavailable.len(),
         "policy set loaded"
     );
-    shared.install(set);
+    // Before the set: /readyz must not answer 200 between the two.
     shared.modules.get_or_init(|| modules.clone());
+    shared.install(set);
     release_compiler_memory();
     let reload: Arc<dyn Fn() + Send + Sync> = {
         let (shared, engine, source, modules) = (

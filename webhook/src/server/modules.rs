@@ -49,14 +49,14 @@ impl ModuleSource for Stored<'_> {
     fn module(&self, module: &ModuleRef, key: Option<&VerifyKey>) -> Result<Pulled, String> {
         let stored = self.registry.stored(module, key);
         if module.digest.is_none() {
-            let digest = match &stored {
-                Some(Ok(pulled)) => pulled.digest.clone(),
-                _ => String::new(),
-            };
+            let digest = stored
+                .as_ref()
+                .map(|p| p.digest.clone())
+                .unwrap_or_default();
             let mut floating = self.floating.lock().unwrap_or_else(|e| e.into_inner());
             floating.push((module.clone(), key.cloned(), digest));
         }
-        stored.unwrap_or_else(|| Err("not pulled yet".into()))
+        stored.ok_or_else(|| "not pulled yet".into())
     }
 }
 
@@ -126,7 +126,13 @@ impl Modules {
             let pulls = wanted
                 .iter()
                 .map(|(module, key)| (module, key, None))
-                .chain(floating.iter().map(|(m, k, d)| (m, k, Some(d.as_str()))))
+                .chain(
+                    floating
+                        .iter()
+                        // A tag never resolved is missing, and pulled as such.
+                        .filter(|(m, k, _)| !wanted.iter().any(|(w, v)| w == m && v == k))
+                        .map(|(m, k, d)| (m, k, Some(d.as_str()))),
+                )
                 .map(|(module, key, loaded_at)| async move {
                     (module, loaded_at, registry.pull(module, key.as_ref()).await)
                 });
