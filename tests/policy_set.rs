@@ -135,3 +135,61 @@ fn the_builtin_bundle_imports_no_wasi_and_a_wasip2_component_still_loads() {
         .expect("a wasip2 component loads");
     assert_eq!(component.policies(), ["run-as-non-root"]);
 }
+
+/// Registry modules are had once per module and key: two policies naming
+/// the same module with different keys (inline keys all come "from the
+/// set") are each verified with their own, and a third with the first's
+/// key reuses the first's module.
+#[test]
+fn registry_modules_are_had_once_per_module_and_key() {
+    use agyn_admission::config::{ModuleSource, PolicySet, Source};
+    use agyn_admission::registry::{ModuleRef, Pulled, VerifyKey};
+    use std::cell::RefCell;
+
+    struct Recording(RefCell<Vec<String>>);
+    impl ModuleSource for Recording {
+        fn module(&self, _: &ModuleRef, key: Option<&VerifyKey>) -> Result<Pulled, String> {
+            self.0
+                .borrow_mut()
+                .push(key.map(VerifyKey::fingerprint).unwrap_or_default());
+            Ok(Pulled {
+                module: std::fs::read(env!("AGYN_DROP_CAPABILITIES_WASM")).unwrap(),
+                digest: format!("sha256:{}", "a".repeat(64)),
+            })
+        }
+    }
+    let key = |name: &str| {
+        let pem = std::fs::read_to_string(format!(
+            "{}/../tests/fixtures/cosign/{name}/key.pub",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        format!(
+            "  verify:\n    key: |\n{}",
+            pem.lines()
+                .map(|l| format!("      {l}\n"))
+                .collect::<String>()
+        )
+    };
+    let module = format!("oci://r.example.com/team/caps@sha256:{}", "a".repeat(64));
+    let entry = |name: &str, key: &str| {
+        format!("- name: {name}\n  policy: drop-capabilities\n  module: {module}\n{key}")
+    };
+    let yaml = format!(
+        "apiVersion: agyn.io/v1alpha1\nkind: PolicySet\npolicies:\n{}{}{}",
+        entry("first", &key("sigstore-rs-busybox")),
+        entry("second", &key("tobby-fetch-cosign-v3")),
+        entry("third", &key("sigstore-rs-busybox")),
+    );
+    let dir = common::temp_dir("module-keys");
+    std::fs::write(dir.join("set.yaml"), yaml).unwrap();
+    let source = Recording(RefCell::new(Vec::new()));
+    let set =
+        PolicySet::load_with(&Source::File(dir.join("set.yaml")), &engine(), &source).unwrap();
+    assert_eq!(set.policies.len(), 3);
+    assert!(set.unavailable.is_empty());
+    let asked = source.0.into_inner();
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    assert_ne!(asked[0], asked[1]);
+    assert_eq!(set.registry_modules.len(), 3);
+}
