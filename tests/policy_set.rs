@@ -138,8 +138,8 @@ fn the_builtin_bundle_imports_no_wasi_and_a_wasip2_component_still_loads() {
 
 /// Registry modules are had once per module and key: two policies naming
 /// the same module with different keys (inline keys all come "from the
-/// set") are each verified with their own, and a third with the first's
-/// key reuses the first's module.
+/// set") are each verified with their own, and a third under the set-wide
+/// key, the first's, reuses the first's module.
 #[test]
 fn registry_modules_are_had_once_per_module_and_key() {
     use agyn_admission::config::{ModuleSource, PolicySet, Source};
@@ -175,11 +175,13 @@ fn registry_modules_are_had_once_per_module_and_key() {
     let entry = |name: &str, key: &str| {
         format!("- name: {name}\n  policy: drop-capabilities\n  module: {module}\n{key}")
     };
+    // The third takes the set-wide key, the same as the first's.
     let yaml = format!(
-        "apiVersion: agyn.io/v1alpha1\nkind: PolicySet\npolicies:\n{}{}{}",
+        "apiVersion: agyn.io/v1alpha1\nkind: PolicySet\n{}policies:\n{}{}{}",
+        key("sigstore-rs-busybox").trim_start(),
         entry("first", &key("sigstore-rs-busybox")),
         entry("second", &key("tobby-fetch-cosign-v3")),
-        entry("third", &key("sigstore-rs-busybox")),
+        entry("third", ""),
     );
     let dir = common::temp_dir("module-keys");
     std::fs::write(dir.join("set.yaml"), yaml).unwrap();
