@@ -563,29 +563,17 @@ async fn every_refusal_names_its_policy_and_the_rest_serve() {
     failed("wrongly-signed", "does not match the key");
 
     // `policy pull` refuses the same way, and verifies a signature.
-    let out = run(
-        &dir.join("pull"),
-        &[
-            "policy",
-            "pull",
-            &signed[6..],
-            "--verify-key",
-            stranger_pub.to_str().unwrap(),
-        ],
-    );
+    let pull = |key: &Path| {
+        let key = key.to_str().unwrap();
+        run(
+            &dir.join("pull"),
+            &["policy", "pull", &signed[6..], "--verify-key", key],
+        )
+    };
+    let out = pull(&stranger_pub);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not match the key"));
-    let out = run(
-        &dir.join("pull"),
-        &[
-            "policy",
-            "pull",
-            &signed[6..],
-            "--verify-key",
-            signer_pub.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(stdout(&out).trim(), signed);
+    assert_eq!(stdout(&pull(&signer_pub)).trim(), signed);
 }
 
 #[test]

@@ -677,8 +677,9 @@ pub struct Match {
 }
 
 impl Match {
-    /// The set's match for a policy whose rules are unknown (its module is
-    /// unavailable): every kind named is taken.
+    /// The set's match as written, every kind named taken: for a policy
+    /// whose rules are unknown (its module is unavailable), or once
+    /// [`Match::new`] has checked the kinds.
     fn unchecked(file: file::MatchFile) -> Self {
         Match {
             namespaces: file.namespaces,
@@ -706,17 +707,7 @@ impl Match {
                 ));
             }
         }
-        Ok(Match {
-            namespaces: file.namespaces,
-            exclude_namespaces: file.exclude_namespaces,
-            label_selector: file.label_selector,
-            kinds: file.kinds.into_iter().map(|k| k.value).collect(),
-            operations: if file.operations.is_empty() {
-                vec![Operation::Create, Operation::Update]
-            } else {
-                file.operations
-            },
-        })
+        Ok(Match::unchecked(file))
     }
 
     /// Whether the match lets the policy judge objects of `kind` (an empty
