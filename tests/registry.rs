@@ -824,3 +824,37 @@ async fn a_registry_that_never_answers_costs_only_its_policy() {
         unreachable_at_start(true).await;
     }
 }
+
+/// Docker's own config.json, broken, costs a command that pulls nothing
+/// only a warning; named with --registry-config, it is an error.
+#[test]
+fn a_broken_default_docker_config_is_only_a_warning() {
+    let home = common::temp_dir("registry-docker-config");
+    std::fs::create_dir_all(home.join(".docker")).unwrap();
+    let broken = home.join(".docker/config.json");
+    std::fs::write(&broken, "{broken").unwrap();
+    let manifest = home.join("pod.json");
+    std::fs::write(&manifest, pod().to_string()).unwrap();
+    // The tests' shared cache: the built-in policies compiled once.
+    let check = |extra: &[&Path]| {
+        Command::new(BIN)
+            .args(["check", "--cache-dir"])
+            .arg(common::cache_dir())
+            .args(extra)
+            .arg(&manifest)
+            .env("HOME", &home)
+            .env_remove("DOCKER_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let out = check(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("ignoring the registry credentials"),
+        "{stderr}"
+    );
+    let out = check(&[Path::new("--registry-config"), &broken]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a Docker config.json"));
+}

@@ -167,6 +167,7 @@ impl RegistryArgs {
         });
         Registry::new(&RegistryOptions {
             docker_config,
+            docker_config_is_default: self.registry_config.is_none(),
             ca_bundle: self.registry_ca.clone(),
             insecure: self.insecure_registries.clone(),
             timeout: self.registry_timeout,

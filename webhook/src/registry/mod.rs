@@ -39,6 +39,10 @@ use store::{Store, Stored};
 pub struct RegistryOptions {
     /// A Docker `config.json` with credentials by registry.
     pub docker_config: Option<PathBuf>,
+    /// Whether `docker_config` is only the default location: then a file
+    /// that cannot be read is a warning, not an error, since a command
+    /// that pulls nothing must not fail on Docker's own file.
+    pub docker_config_is_default: bool,
     /// PEM certificates to trust besides the system's.
     pub ca_bundle: Option<PathBuf>,
     /// Registries (`host` or `host:port`) spoken to in plain HTTP.
@@ -78,7 +82,14 @@ impl Registry {
         // reqwest uses rustls's process-wide provider: ring, as the server.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let credentials = match &options.docker_config {
-            Some(path) => Credentials::read(path)?,
+            Some(path) => match Credentials::read(path) {
+                Ok(credentials) => credentials,
+                Err(e) if options.docker_config_is_default => {
+                    tracing::warn!(error = %e, "ignoring the registry credentials: pulls are anonymous");
+                    Credentials::default()
+                }
+                Err(e) => return Err(e),
+            },
             None => Credentials::default(),
         };
         let ca = match &options.ca_bundle {
